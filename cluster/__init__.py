@@ -1,0 +1,1 @@
+"""Local multi-process cluster launcher; Kubernetes manifests live beside it."""
