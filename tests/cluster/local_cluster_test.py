@@ -1,0 +1,105 @@
+"""Tests of the local cluster launcher: TF_CONFIG, process handling, and a real cluster."""
+
+import json
+import os
+
+import pytest
+
+from cluster import local_cluster
+
+_FAKE = "tests.cluster.fake_task"
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_cluster_spec_and_tf_config():
+  cluster = local_cluster.cluster_spec(2, 2, [5000, 5001, 5002, 5003, 5004])
+  assert cluster == {"chief": ["localhost:5000"], "worker": ["localhost:5001", "localhost:5002"],
+                     "ps": ["localhost:5003", "localhost:5004"]}
+  assert json.loads(local_cluster.tf_config(cluster, "worker", 1)) == {
+      "cluster": cluster, "task": {"type": "worker", "index": 1}}
+  with pytest.raises(ValueError, match="No 'ps' task 2"):
+    local_cluster.tf_config(cluster, "ps", 2)
+  with pytest.raises(ValueError, match=r"Need 5 ports \(1 chief, 2 workers, 2 ps\), got 4"):
+    local_cluster.cluster_spec(2, 2, [1, 2, 3, 4])
+  with pytest.raises(ValueError, match="at least one ps and one worker"):
+    local_cluster.ClusterConfig(num_ps=0)
+
+
+def test_task_environment_hides_gpus_from_parameter_servers():
+  cluster = local_cluster.cluster_spec(1, 1, [1, 2, 3])
+  ps = local_cluster.task_environment(cluster, "ps", 0, base={"PATH": "/bin"})
+  worker = local_cluster.task_environment(cluster, "worker", 0, base={"CUDA_VISIBLE_DEVICES": "1"})
+  assert ps["CUDA_VISIBLE_DEVICES"] == "" and ps["PATH"] == "/bin"
+  assert worker["CUDA_VISIBLE_DEVICES"] == "1" and worker["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
+  assert json.loads(worker["TF_CONFIG"])["task"] == {"type": "worker", "index": 0}
+
+
+def test_free_ports_are_distinct():
+  ports = local_cluster.free_ports(6)
+  assert len(set(ports)) == 6 and all(0 < p < 65536 for p in ports)
+
+
+def _run(tmp_path, *args, timeout_s=30.0):
+  config = local_cluster.ClusterConfig(
+      num_ps=2, num_workers=2, log_dir=str(tmp_path / "logs"), module=_FAKE,
+      trainer_args=tuple(args), timeout_s=timeout_s)
+  cwd = os.getcwd()
+  os.chdir(_REPO_ROOT)  # the fake task is imported as tests.cluster.fake_task
+  try:
+    return local_cluster.run_cluster(config)
+  finally:
+    os.chdir(cwd)
+
+
+def test_launcher_passes_flags_and_returns_the_chiefs_status(tmp_path):
+  out = tmp_path / "chief.json"
+  assert _run(tmp_path, f"--out={out}", "--model=sine") == 0
+  with open(out) as f:
+    chief = json.load(f)
+  assert chief["tf_config"]["task"] == {"type": "chief", "index": 0}
+  assert len(chief["tf_config"]["cluster"]["ps"]) == 2
+  assert chief["unknown_args"] == ["--model=sine"]
+  # Every task logged; the servers had started before they were stopped.
+  logs = sorted(os.listdir(tmp_path / "logs"))
+  assert logs == ["chief-0.log", "ps-0.log", "ps-1.log", "worker-0.log", "worker-1.log"]
+  with open(tmp_path / "logs" / "ps-1.log") as f:
+    assert f.read().startswith("ps-1 started with")
+
+  assert _run(tmp_path, "--exit_code=7") == 7
+
+
+def test_launcher_fails_when_a_server_dies_or_time_runs_out(tmp_path):
+  assert _run(tmp_path, "--crash=worker-1", "--chief_sleep=60") == 1
+  assert _run(tmp_path, "--chief_sleep=60", timeout_s=2.0) == 124
+
+
+@pytest.mark.large
+def test_sine_trains_and_exports_on_a_real_local_cluster(tmp_path):
+  # 1 chief + 2 workers + 2 ps, each a `python -m trainer.main` process, on tiny data.
+  from tests.trainer import tiny_data  # pylint: disable=g-import-not-at-top  (imports TF)
+
+  data_dir = tiny_data.write(str(tmp_path / "data"))
+  model_dir = tmp_path / "model"
+  config = local_cluster.ClusterConfig(
+      num_ps=2, num_workers=2, log_dir=str(tmp_path / "logs"), timeout_s=150,
+      trainer_args=("--model=sine", f"--data_dir={data_dir}", f"--model_dir={model_dir}",
+                    "--train_steps=6", "--batch_size=16", "--embedding_dim=8",
+                    "--model_param=num_prototypes=4", "--model_param=num_interests=2",
+                    "--eval_every=0", "--log_every=2", "--ks=10"))
+  cwd = os.getcwd()
+  os.chdir(_REPO_ROOT)
+  try:
+    status = local_cluster.run_cluster(config)
+  finally:
+    os.chdir(cwd)
+  with open(tmp_path / "logs" / "chief-0.log") as f:
+    chief_log = f.read()
+  assert status == 0, chief_log[-3000:]
+  with open(model_dir / "metrics.json") as f:
+    metrics = json.load(f)
+  assert metrics["step"] == 6, metrics  # the coordinator ran all steps on the workers
+  exports = [name for name in os.listdir(model_dir / "export") if name.isdigit()]
+  assert len(exports) == 1
+  assert os.path.exists(model_dir / "export" / exports[0] / "saved_model.pb")
+  # The chief really trained under ParameterServerStrategy, not alone.
+  assert "ParameterServerStrategy" in chief_log

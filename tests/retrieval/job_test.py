@@ -1,0 +1,208 @@
+"""End-to-end tests of the index job on the toy export (tests/retrieval/toy_export.py)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from input_pipeline import schema
+from retrieval import artifact as artifact_lib
+from retrieval import index as index_lib
+from retrieval import job
+from retrieval import serve
+from tests.retrieval import toy_export
+import tensorflow as tf  # pylint: disable=g-bad-import-order
+
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _catalog(num_items, dim, seed):
+  rng = np.random.default_rng(seed)
+  item_ids = np.array([f"item{i}" for i in range(num_items)])
+  return item_ids, rng.standard_normal((num_items, dim)).astype(np.float32)
+
+
+def _exact_top_k(histories, item_ids, embeddings, k, exclude_history=True):
+  """Numpy brute force: an item's score is its max over the user's two vectors."""
+  vectors = toy_export.toy_user_vectors(histories, list(item_ids), embeddings)  # [B, 2, D]
+  scores = np.max(vectors @ embeddings.T, axis=1)  # [B, N]
+  if exclude_history:
+    for row, history in enumerate(histories):
+      scores[row, np.isin(item_ids, history)] = -np.inf
+  top = np.argsort(-scores, axis=1)[:, :k]
+  return item_ids[top], np.take_along_axis(scores, top, axis=1)
+
+
+def _serve(artifact_path, histories):
+  out = tf.saved_model.load(artifact_path).signatures["serving_default"](
+      history=tf.constant(histories), history_timestamps=tf.zeros([len(histories), 3], tf.int64))
+  return out["item_ids"].numpy().astype(str), out["scores"].numpy()
+
+
+@pytest.mark.parametrize("exclude_history", [True, False])
+def test_brute_force_artifact_equals_numpy(tmp_path, exclude_history):
+  item_ids, embeddings = _catalog(40, 4, seed=0)
+  toy_export.write_toy_export(str(tmp_path / "export"), item_ids, embeddings)
+  report = job.run_index_job(job.JobConfig(
+      export_dir=str(tmp_path / "export"), output_dir=str(tmp_path / "out"), k=5,
+      exclude_history=exclude_history, num_eval_queries=20, eval_batch_size=8))
+  assert report["index"] == {"kind": "brute_force"}  # 40 items: auto picks brute force
+  assert report["eval"]["recall_at_k"] == 1.0 and report["eval"]["num_vectors"] == 2
+  with open(tmp_path / "out" / "index_report.json") as f:
+    assert json.load(f)["num_items"] == 40
+
+  histories = [["item3", "item17", "item8"], ["item0", "item39", ""]]
+  ids, scores = _serve(report["artifact_path"], histories)
+  want_ids, want_scores = _exact_top_k([["item3", "item17", "item8"], ["item0", "item39"]],
+                                       item_ids, embeddings, 5, exclude_history)
+  np.testing.assert_array_equal(ids, want_ids)
+  # The toy's mean vector scores the history items themselves highly: some of them
+  # are in the unmasked list (so the masked test really removes something).
+  assert exclude_history or {"item3", "item17", "item8", "item0", "item39"} & set(ids.flat)
+  np.testing.assert_allclose(scores, want_scores, rtol=1e-5)
+
+
+def test_identical_interests_are_deduplicated(tmp_path):
+  # With one history item both toy vectors equal that item's embedding, so both
+  # interests retrieve the same list; the artifact must return it once, not twice
+  # (and without the history item 4 itself).
+  item_ids, embeddings = _catalog(30, 3, seed=1)
+  toy_export.write_toy_export(str(tmp_path / "export"), item_ids, embeddings)
+  report = job.run_index_job(job.JobConfig(
+      export_dir=str(tmp_path / "export"), output_dir=str(tmp_path / "out"), k=6,
+      num_eval_queries=0))
+  ids, _ = _serve(report["artifact_path"], [["item4", "", ""]])
+  assert len(set(ids[0])) == 6
+  ranking = [i for i in np.argsort(-(embeddings @ embeddings[4])) if i != 4]
+  np.testing.assert_array_equal(ids[0], item_ids[ranking[:6]])
+
+
+def test_scann_artifact_in_a_fresh_process(tmp_path):
+  # 300 items, 5 leaves, all searched, all reordered: ScaNN must then be exact.
+  item_ids, embeddings = _catalog(300, 8, seed=2)
+  toy_export.write_toy_export(str(tmp_path / "export"), item_ids, embeddings)
+  report = job.run_index_job(job.JobConfig(
+      export_dir=str(tmp_path / "export"), output_dir=str(tmp_path / "out"), k=10,
+      index=index_lib.IndexConfig(kind="scann", num_leaves=5, num_leaves_to_search=5,
+                                  reorder=300),
+      num_eval_queries=50, eval_batch_size=16))
+  assert report["index"]["kind"] == "scann"
+  assert report["eval"]["recall_at_k"] == 1.0
+  assert report["eval"]["qps"] > 0 and report["eval"]["brute_force_qps"] > 0
+
+  # The loading process knows nothing of the job: it must register ScaNN's ops itself.
+  result = subprocess.run(
+      [sys.executable, "-m", "retrieval.serve", f"--artifact_dir={tmp_path / 'out'}",
+       "--history=item5,item250,item17", "--top=4"],
+      cwd=_REPO_ROOT, capture_output=True, text=True, timeout=120,
+      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = [line.split("\t") for line in result.stdout.strip().splitlines()]
+  want_ids, want_scores = _exact_top_k([["item5", "item250", "item17"]], item_ids, embeddings, 4)
+  assert [line[1] for line in lines] == list(want_ids[0])
+  np.testing.assert_allclose([float(line[2]) for line in lines], want_scores[0], rtol=1e-4)
+
+
+def test_job_reports_scann_recall_and_searcher_queries(tmp_path):
+  # 3,000 clustered items through the default ScaNN sizing: 55 leaves of 54.5 items;
+  # scoring 100 k = 2,000 items takes ceil(2000 / 54.5) = 37 of them.
+  rng = np.random.default_rng(3)
+  centres = rng.standard_normal((30, 8))
+  embeddings = (centres[rng.integers(30, size=3000)] + 0.3 * rng.standard_normal((3000, 8)))
+  item_ids = np.array([f"i{i}" for i in range(3000)])
+  toy_export.write_toy_export(str(tmp_path / "export"), item_ids, embeddings.astype(np.float32))
+  report = job.run_index_job(job.JobConfig(
+      export_dir=str(tmp_path / "export"), output_dir=str(tmp_path / "out"), k=20,
+      index=index_lib.IndexConfig(kind="scann"), num_eval_queries=100))
+  assert (report["index"]["num_leaves"], report["index"]["num_leaves_to_search"]) == (55, 37)
+  assert report["eval"]["recall_at_k"] >= 0.9
+  searcher = serve.load_artifact(str(tmp_path / "out"))
+  (top,) = searcher.query([["i1", "i2"]])
+  assert len(top) == 20 and len({item for item, _ in top}) == 20
+  assert [s for _, s in top] == sorted((s for _, s in top), reverse=True)
+
+
+def test_export_dir_resolution_and_errors(tmp_path):
+  item_ids, embeddings = _catalog(10, 2, seed=4)
+  root = str(tmp_path / "export")
+  toy_export.write_toy_export(root, item_ids, embeddings, timestamp=100)
+  newest = toy_export.write_toy_export(root, item_ids, embeddings, timestamp=1000)
+  os.makedirs(os.path.join(root, "tmp-2000"))  # an unfinished export is ignored
+  assert artifact_lib.resolve_export_dir(root) == newest  # 1000 > 100 numerically
+  assert artifact_lib.resolve_export_dir(newest) == newest
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    artifact_lib.resolve_export_dir(str(tmp_path / "nope"))
+  with pytest.raises(FileNotFoundError, match="No SavedModel in"):
+    artifact_lib.resolve_export_dir(str(tmp_path))
+
+
+def test_export_with_wrong_signature_is_explained(tmp_path):
+
+  class NoItems(tf.Module):
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string, name="history")])
+    def serve(self, history):
+      return {"user_vectors": tf.zeros([tf.shape(history)[0], 1, 2])}
+
+  module = NoItems()
+  tf.saved_model.save(module, str(tmp_path / "1"), signatures={"serving_default": module.serve})
+  with pytest.raises(ValueError, match=r"lacks signature\(s\) \['item_embeddings'\]"):
+    artifact_lib.load_export(str(tmp_path / "1"))
+
+  tf.saved_model.save(module, str(tmp_path / "2"),
+                      signatures={"serving_default": module.serve, "item_embeddings": module.serve})
+  with pytest.raises(ValueError, match=r"missing \['history_timestamps'\]"):
+    artifact_lib.load_export(str(tmp_path / "2"))
+
+
+def test_queries_come_from_the_export_data_sets_test_users(tmp_path):
+  item_ids, embeddings = _catalog(6, 2, seed=5)
+  data_dir = tmp_path / "data"
+  os.makedirs(data_dir / "test")
+  schema.write_tsv(str(data_dir / schema.VOCAB_FILE), ["index", "item_id", "count"],
+                   [(i, raw, 10 - i) for i, raw in enumerate(item_ids)])
+  with tf.io.TFRecordWriter(str(data_dir / "test" / schema.shard_name(0, 1))) as writer:
+    # User a: input items 0..4 (target item 5); the last max_length = 3 are kept.
+    writer.write(schema.encode_timeline(user_id="a", items=[0, 1, 2, 3, 4, 5],
+                                        timestamps=[10, 20, 30, 40, 50, 60], target_start=5))
+    # User b: input [2] (index 6 = oov_id would serve as b"", the export's padding).
+    writer.write(schema.encode_timeline(user_id="b", items=[2, 1], timestamps=[7, 8],
+                                        target_start=1))
+    # User c has no input before its target: not a query.
+    writer.write(schema.encode_timeline(user_id="c", items=[3], timestamps=[1], target_start=0))
+  queries = job.dataset_histories(str(data_dir), num_queries=10, max_length=3)
+  np.testing.assert_array_equal(queries["history"],
+                                [[b"item2", b"item3", b"item4"], [b"item2", b"", b""]])
+  np.testing.assert_array_equal(queries["history_timestamps"], [[30, 40, 50], [7, 0, 0]])
+  assert job.dataset_histories(str(tmp_path / "none"), num_queries=10, max_length=3) is None
+
+  toy_export.write_toy_export(str(tmp_path / "export"), item_ids, embeddings, max_length=3,
+                              data_dir=str(data_dir))
+  report = job.run_index_job(job.JobConfig(
+      export_dir=str(tmp_path / "export"), output_dir=str(tmp_path / "out"), k=2))
+  assert report["eval"]["queries"] == f"test users of {data_dir}"
+  assert report["eval"]["num_queries"] == 2
+
+
+def test_recall_at_k_and_synthetic_histories():
+  # User 1 shares a and c with the exact list: 2/3; user 2 shares nothing real ("" is no
+  # item): 0. Mean 1/3.
+  approx = np.array([[b"a", b"b", b"c"], [b"x", b"", b""]])
+  exact = np.array([[b"a", b"c", b"d"], [b"y", b"z", b""]])
+  assert job.recall_at_k(approx, exact) == pytest.approx(1 / 3)
+
+  queries = job.sample_histories(np.array([b"i0", b"i1", b"i2"]), num_queries=50,
+                                 max_length=4, seed=0)
+  history, stamps = queries["history"], queries["history_timestamps"]
+  assert history.shape == stamps.shape == (50, 4)
+  lengths = (history != b"").sum(axis=1)
+  assert lengths.min() >= 1 and lengths.max() <= 4
+  for row, length in zip(range(50), lengths):
+    assert (history[row, length:] == b"").all() and (stamps[row, length:] == 0).all()
+    assert (np.diff(stamps[row, :length]) >= 3600).all()  # gaps of 1 to 24 hours
+  # Popularity 1/(index+1): item 0 is drawn about twice as often as item 1.
+  counts = [(history == item).sum() for item in (b"i0", b"i1")]
+  assert 1.5 < counts[0] / counts[1] < 2.7, counts

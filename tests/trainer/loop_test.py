@@ -1,0 +1,157 @@
+"""The training loop on a tiny learnable dataset: loss goes down, resume, loss terms."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.trainer import tiny_data
+from trainer import config as config_lib
+from trainer import loop
+import tensorflow as tf
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return tiny_data.write(str(tmp_path_factory.mktemp("tiny")))
+
+
+def _config(data_dir, model_dir, *, train_steps, log_every=10, checkpoint_every=10, **model):
+  return config_lib.TrainConfig(
+      model_dir=model_dir,
+      data=config_lib.DataConfig(data_dir=data_dir, max_length=10, batch_size=32),
+      model=config_lib.ModelConfig(
+          "sine", {"embedding_dim": 16, "num_interests": 2, "num_prototypes": 10, **model}),
+      schedule=config_lib.ScheduleConfig(train_steps=train_steps, log_every=log_every),
+      checkpoint=config_lib.CheckpointConfig(every_steps=checkpoint_every),
+      eval=config_lib.EvalConfig(ks=(1, 10), batch_size=128),
+      export=config_lib.ExportConfig(enabled=False))
+
+
+def _train_scalars(model_dir):
+  """{tag: {step: value}} from every event file under summaries/train."""
+  scalars = {}
+  for path in glob.glob(os.path.join(model_dir, "summaries", "train", "events.*")):
+    for record in tf.data.TFRecordDataset(path):
+      event = tf.compat.v1.Event.FromString(record.numpy())
+      for value in event.summary.value:
+        steps = scalars.setdefault(value.tag, {})
+        assert event.step not in steps, f"{value.tag} written twice at step {event.step}"
+        steps[event.step] = float(tf.make_ndarray(value.tensor))
+  return scalars
+
+
+def test_loss_terms_are_scaled_to_the_global_batch():
+  # softmax: (1 + 2 + 3 + 4) / global batch 8 = 1.25; the [B] aux term likewise
+  # (2 * 4) / 8 = 1.0; the scalar term is divided by the 1 replica: 0.5.
+  terms = loop.loss_terms(
+      {"aux_losses": {"per_example": tf.fill([4], 2.0), "scalar": tf.constant(0.5)}},
+      tf.constant([1.0, 2.0, 3.0, 4.0]), global_batch_size=8)
+  assert {k: float(v) for k, v in terms.items()} == {"softmax": 1.25, "per_example": 1.0,
+                                                      "scalar": 0.5}
+  with pytest.raises(ValueError, match="clashes"):
+    loop.loss_terms({"aux_losses": {"softmax": tf.constant(1.0)}}, tf.ones([2]), 2)
+
+
+def test_next_stop_hits_every_cadence():
+  config = config_lib.TrainConfig(
+      schedule=config_lib.ScheduleConfig(train_steps=620, log_every=100),
+      checkpoint=config_lib.CheckpointConfig(every_steps=300),
+      eval=config_lib.EvalConfig(every_steps=250))
+  stops, step = [], 0
+  while step < 620:
+    step = loop._next_stop(step, config)
+    stops.append(step)
+  assert stops == [100, 200, 250, 300, 400, 500, 600, 620]
+
+
+def test_optimizer_clips_by_global_norm():
+  adagrad = loop.make_optimizer(config_lib.OptimizerConfig())
+  assert adagrad.name == "Adagrad" and adagrad.global_clipnorm == 5.0
+  assert float(adagrad.learning_rate) == pytest.approx(0.1)
+  adam = loop.make_optimizer(config_lib.OptimizerConfig(name="adam", learning_rate=1e-3,
+                                                        clip_norm=0.0))
+  assert adam.name == "Adam" and adam.global_clipnorm is None
+
+
+def test_training_learns_and_a_rerun_resumes(data_dir, tmp_path, monkeypatch):
+  """Killed after the step-20 checkpoint, the same command finishes steps 21..40."""
+  config = _config(data_dir, str(tmp_path / "run"), train_steps=40)
+  save = loop._Run.save
+
+  def save_then_die_at_20(run):
+    save(run)
+    if run.step == 20:
+      raise KeyboardInterrupt("simulated kill after the step-20 checkpoint")
+
+  monkeypatch.setattr(loop._Run, "save", save_then_die_at_20)
+  with pytest.raises(KeyboardInterrupt):
+    loop.train_and_evaluate(config)
+  monkeypatch.setattr(loop._Run, "save", save)
+  assert tf.train.latest_checkpoint(os.path.join(config.model_dir, "checkpoints")).endswith("-20")
+  assert not os.path.exists(os.path.join(config.model_dir, "metrics.json"))
+
+  result = loop.train_and_evaluate(config)  # the same command again
+  assert result["step"] == 40
+  scalars = _train_scalars(config.model_dir)
+  # Steps 10 and 20 come from the first run, 30 and 40 from the second; none twice.
+  assert sorted(scalars["total"]) == [10, 20, 30, 40]
+  assert {"softmax", "covariance", "learning_rate", "examples_per_second"} <= set(scalars)
+  assert scalars["learning_rate"][40] == pytest.approx(0.1)
+  # The full softmax over 40 items starts near log(40) = 3.7 and must clearly fall,
+  # also across the restart (the optimizer state came back with the model).
+  assert scalars["softmax"][10] > 2.5
+  assert scalars["softmax"][40] < scalars["softmax"][20] < scalars["softmax"][10]
+  assert scalars["softmax"][40] < 0.75 * scalars["softmax"][10]
+  # The next item is always the current one + 1 within its group of 8: the trained
+  # model ranks it first far more often than popularity would (about 1 in 40).
+  assert result["metrics"]["hr@1"] > 0.4
+  assert result["valid"]["metrics"]["hr@10"] > 0.6
+  assert result["export_dir"] is None
+  assert os.path.exists(os.path.join(config.model_dir, "metrics.json"))
+
+  # Rerunning a finished job trains nothing more and evaluates the same model.
+  again = loop.train_and_evaluate(config)
+  assert again["step"] == 40 and sorted(_train_scalars(config.model_dir)["total"]) == [10, 20, 30, 40]
+  np.testing.assert_allclose(again["metrics"]["hr@10"], result["metrics"]["hr@10"])
+
+  with pytest.raises(ValueError, match="does not match the model"):
+    loop.train_and_evaluate(_config(data_dir, config.model_dir, train_steps=50, embedding_dim=8))
+
+
+_MIRRORED_SCRIPT = """
+import json, sys
+from tests.trainer import loop_test
+from trainer import loop
+import tensorflow as tf
+
+# Two logical CPUs stand in for two GPUs; must be set before TF initializes.
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+config = loop_test._config(sys.argv[1], sys.argv[2], train_steps=10)
+run = loop._Run(config, strategy)
+sums = loop._LocalSteps(run, seed=0)(5)
+print(json.dumps({"replicas": strategy.num_replicas_in_sync, "step": run.step, **sums}))
+"""
+
+
+def test_mirrored_strategy_scales_the_loss_to_the_global_batch(data_dir, tmp_path):
+  # A fresh process: logical devices cannot be split once TF has started here.
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  output = subprocess.run(
+      [sys.executable, "-c", _MIRRORED_SCRIPT, data_dir, str(tmp_path / "run")], cwd=repo,
+      capture_output=True, text=True, timeout=300, check=True,
+      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}).stdout
+  result = json.loads(output.strip().splitlines()[-1])
+  assert result["replicas"] == 2 and result["step"] == 5
+  # Each replica gets 16 of the global 32 examples; the sums over replicas add up.
+  assert result["examples"] == 5 * 32
+  # Summed over the 2 replicas, the scaled softmax is the global-batch mean: near
+  # log(40) = 3.7 plus about half the logit variance at the start (twice or half
+  # that if the scaling were wrong).
+  assert 2.8 < result["softmax"] / 5 < 5.5

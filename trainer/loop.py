@@ -1,0 +1,373 @@
+"""The custom training loop: train, checkpoint, summarize, evaluate, export.
+
+`train_and_evaluate(config, strategy=...)` runs one training job under any strategy
+that `trainer.strategy` builds:
+
+* default / MirroredStrategy: a `tf.function` runs `log_every` steps per call, each
+  step `strategy.run` on a distributed dataset;
+* ParameterServerStrategy: the same step function is `schedule`d on the workers by a
+  `ClusterCoordinator` (the only place that knows it), with per-worker datasets;
+  the coordinator `join`s every `log_every` steps, which is where progress is logged,
+  checkpoints are written and evaluations run.
+
+Loss (per replica): `compute_average_loss(softmax_loss [B], global_batch)` plus the
+model's aux terms, `[B]` ones averaged the same way and scalar ones scaled by
+`scale_regularization_loss`, so the sum over replicas is the global-batch mean
+under every strategy. Gradients are aggregated first and then clipped by their
+global norm across all variables (the optimizer's `global_clipnorm`), shards of a
+partitioned table included.
+
+Outputs under `config.model_dir`:
+    checkpoints/       tf.train.CheckpointManager (model, optimizer, step)
+    summaries/train/   loss terms, learning rate, examples/second
+    summaries/valid/, summaries/test/   evaluation metrics
+    metrics.json       final test metrics (valid ones under "valid"), see evaluation.py
+    export/<ts>/       the SavedModel (trainer/export.py)
+
+Resuming: the step counter is the optimizer's `iterations`, saved in every
+checkpoint. Running the same command again restores the latest checkpoint and
+trains only the remaining steps up to `train_steps` (the data order differs from an
+uninterrupted run: the input is not checkpointed, it is reseeded by the step).
+"""
+
+import dataclasses
+import math
+import os
+import time
+from typing import Any, Callable, Dict, Optional
+
+from absl import logging
+import tensorflow as tf
+import tf_keras
+
+from input_pipeline import dataset as dataset_lib
+from input_pipeline import schema
+from models import base
+from models import losses
+from trainer import config as config_lib
+from trainer import evaluation
+from trainer import export
+from trainer import strategy as strategy_lib
+
+CHECKPOINT_SUBDIR = export.CHECKPOINT_SUBDIR
+SUMMARY_SUBDIR = "summaries"
+METRICS_FILE = "metrics.json"
+SOFTMAX_TERM = "softmax"
+REGULARIZATION_TERM = "regularization"
+TOTAL_TERM = "total"
+_EXAMPLES = "examples"  # not a loss: examples in the step, summed over replicas
+
+
+def make_optimizer(config: config_lib.OptimizerConfig) -> tf_keras.optimizers.Optimizer:
+  """AdaGrad or Adam with gradients clipped by their global norm (after aggregation)."""
+  clip = config.clip_norm or None
+  if config.name == config_lib.ADAGRAD:
+    return tf_keras.optimizers.Adagrad(config.learning_rate, global_clipnorm=clip)
+  if config.name == config_lib.ADAM:
+    return tf_keras.optimizers.Adam(config.learning_rate, global_clipnorm=clip)
+  raise ValueError(f"Unknown optimizer {config.name!r}; expected one of {config_lib.OPTIMIZERS}.")
+
+
+def make_loss(config: config_lib.LossConfig, data_dir: str, num_items: int) -> losses.RetrievalLoss:
+  """The softmax head; the unigram sampler reads the training counts from vocab.tsv."""
+  softmax = losses.SoftmaxConfig(num_negatives=config.num_negatives, sampler=config.sampler,
+                                 unigram_power=config.unigram_power)
+  counts = evaluation.read_item_counts(data_dir) if config.sampler == losses.UNIGRAM else None
+  return losses.RetrievalLoss(softmax, num_items=num_items, item_counts=counts)
+
+
+def loss_terms(outputs: Dict[str, Any], per_example_loss: tf.Tensor, global_batch_size: int,
+               regularization_losses=()) -> Dict[str, tf.Tensor]:
+  """One replica's loss terms, scaled so that their sum over replicas is the global mean.
+
+  Args:
+    outputs: the model's output dict (its `AUX_LOSSES` are read).
+    per_example_loss: `[batch]` softmax loss of this replica's examples.
+    global_batch_size: examples of one step over all replicas.
+    regularization_losses: scalar Keras layer losses (`model.losses`).
+
+  Returns:
+    `{"softmax": ..., <aux name>: ..., ["regularization": ...]}` scalars.
+  """
+  terms = {SOFTMAX_TERM: tf.nn.compute_average_loss(per_example_loss,
+                                                    global_batch_size=global_batch_size)}
+  for name, value in sorted(outputs.get(base.AUX_LOSSES, {}).items()):
+    if name in terms or name in (REGULARIZATION_TERM, TOTAL_TERM):
+      raise ValueError(f"Model aux loss name {name!r} clashes with a trainer loss term.")
+    value = tf.convert_to_tensor(value)
+    if value.shape.rank == 0:
+      terms[name] = tf.nn.scale_regularization_loss(value)
+    else:
+      terms[name] = tf.nn.compute_average_loss(value, global_batch_size=global_batch_size)
+  if regularization_losses:
+    terms[REGULARIZATION_TERM] = tf.nn.scale_regularization_loss(tf.add_n(regularization_losses))
+  return terms
+
+
+class _Run:
+  """The state of one training job: model, optimizer, checkpoints, input, step function."""
+
+  def __init__(self, config: config_lib.TrainConfig, strategy: tf.distribute.Strategy):
+    self.config = config
+    self.strategy = strategy
+    self.stats = schema.read_stats(config.data.data_dir)
+    self.num_items = int(self.stats["num_items"])
+    self.model_config = config_lib.build_model_config(config.model, max_length=config.data.max_length)
+    self.loss = make_loss(config.loss, config.data.data_dir, self.num_items)
+    from models import registry  # pylint: disable=g-import-not-at-top
+    model_class = registry.lookup(config.model.name).model_class
+    with strategy.scope():
+      self.model = model_class(self.model_config, num_items=self.num_items)
+      self.optimizer = make_optimizer(config.optimizer)
+      self._build()
+      self.optimizer.build(self.model.trainable_variables)
+    self.checkpoint = tf.train.Checkpoint(
+        **{export.CHECKPOINT_MODEL_KEY: self.model}, optimizer=self.optimizer,
+        step=self.optimizer.iterations)
+    self.manager = tf.train.CheckpointManager(
+        self.checkpoint, os.path.join(config.model_dir, CHECKPOINT_SUBDIR),
+        max_to_keep=config.checkpoint.max_to_keep)
+    self._restore()
+
+  @property
+  def step(self) -> int:
+    return int(self.optimizer.iterations.numpy())
+
+  def _build(self):
+    """Creates every model variable now, inside the strategy scope, with one tiny batch."""
+    pad = schema.pad_id(self.num_items)
+    history = tf.constant([[0] + [pad] * (self.config.data.max_length - 1)], tf.int64)
+    self.model({base.HISTORY: history, base.HISTORY_LENGTH: tf.constant([1], tf.int64),
+                base.HISTORY_TIMESTAMPS: tf.zeros_like(history)}, training=False)
+
+  def _restore(self):
+    latest = self.manager.latest_checkpoint
+    if latest is None:
+      logging.info("no checkpoint in %s: training from scratch", self.manager.directory)
+      return
+    try:
+      # Every variable of the model and optimizer must come back (the save counter of
+      # the checkpoint object need not: it is created on the next save).
+      self.checkpoint.restore(latest).assert_existing_objects_matched().expect_partial()
+    except (AssertionError, ValueError) as e:
+      raise ValueError(
+          f"The checkpoint {latest!r} does not match the model {self.config.model.name!r} as "
+          f"configured now (another model or other hyper-parameters were trained in "
+          f"{self.config.model_dir!r}). Use a new --model_dir, or the original settings. {e}") from e
+    logging.info("resumed from %s at step %d", latest, self.step)
+
+  def save(self):
+    path = self.manager.save(checkpoint_number=self.step)
+    logging.info("saved checkpoint %s", path)
+
+  # Input.
+
+  def train_dataset_fn(self, seed: Optional[int]) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:
+    data = self.config.data
+    input_config = dataset_lib.InputConfig(
+        data_dir=data.data_dir, split="train", batch_size=data.batch_size,
+        max_length=data.max_length, sample_builder=data.sample_builder,
+        shuffle_buffer=data.shuffle_buffer, seed=seed, num_epochs=None, drop_remainder=True)
+    return lambda input_context: dataset_lib.make_dataset(input_config, input_context)
+
+  def eval_dataset(self, split: str, max_users: Optional[int] = None) -> tf.data.Dataset:
+    batch = self.config.eval.batch_size
+    dataset = dataset_lib.make_dataset(dataset_lib.eval_config(
+        self.config.data.data_dir, split, batch_size=batch, max_length=self.config.data.max_length))
+    return dataset if max_users is None else dataset.take(math.ceil(max_users / batch))
+
+  # The step.
+
+  def replica_step(self, features):
+    """One replica's forward and backward pass; returns its scaled loss terms."""
+    with tf.GradientTape() as tape:
+      outputs = self.model(features, training=True)
+      per_example = self.loss(self.model.item_table, outputs[base.QUERY], features[base.LABELS])
+      terms = loss_terms(outputs, per_example, self.config.data.batch_size, self.model.losses)
+      total = tf.add_n(list(terms.values()))
+    variables = self.model.trainable_variables
+    gradients = tape.gradient(total, variables)
+    self.optimizer.apply_gradients(zip(gradients, variables))
+    terms[TOTAL_TERM] = total
+    terms[_EXAMPLES] = tf.cast(tf.shape(per_example)[0], tf.float32)
+    return terms
+
+  def distributed_step(self, iterator):
+    per_replica = self.strategy.run(self.replica_step, args=(next(iterator),))
+    return {name: self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+            for name, value in per_replica.items()}
+
+  def evaluate(self, split: str, max_users: Optional[int] = None) -> evaluation.EvalResult:
+    return evaluation.evaluate_model(
+        self.model, self.eval_dataset(split, max_users), protocol=self.stats["split"],
+        ks=self.config.eval.ks, mask_history=self.config.eval.mask_history)
+
+
+def _sum_records(records) -> Dict[str, float]:
+  """Sums step records (dicts of scalars) name by name."""
+  sums: Dict[str, float] = {}
+  for record in records:
+    for name, value in record.items():
+      sums[name] = sums.get(name, 0.0) + float(value)
+  return sums
+
+
+class _LocalSteps:
+  """Runs steps on this machine's devices: `n` steps per `tf.function` call."""
+
+  def __init__(self, run: _Run, seed: int):
+    iterator = iter(run.strategy.distribute_datasets_from_function(run.train_dataset_fn(seed)))
+    if run.strategy.num_replicas_in_sync > 1:
+      # Collective all-reduces inside an in-graph loop can pair up across iterations
+      # (RING collectives, used on CPUs and virtual GPUs, are not ordered), so with
+      # several replicas every step is its own call.
+      step = tf.function(run.distributed_step)
+      self._run = lambda num_steps: _sum_records(step(iterator) for _ in range(num_steps))
+      return
+
+    @tf.function
+    def steps(num_steps):
+      sums = run.distributed_step(iterator)
+      for _ in tf.range(num_steps - 1):
+        terms = run.distributed_step(iterator)
+        sums = {name: sums[name] + terms[name] for name in sums}
+      return sums
+
+    self._run = lambda num_steps: _sum_records([steps(tf.constant(num_steps))])
+
+  def __call__(self, num_steps: int) -> Dict[str, float]:
+    return self._run(num_steps)
+
+
+class _CoordinatedSteps:
+  """Schedules steps on the parameter-server cluster's workers; joins after `n`."""
+
+  def __init__(self, run: _Run):
+    self._coordinator = tf.distribute.coordinator.ClusterCoordinator(run.strategy)
+    # Unseeded shuffles: every worker runs the same dataset_fn (input pipeline 0), so
+    # only unseeded shuffling makes the workers read in different orders.
+    dataset_fn = run.train_dataset_fn(seed=None)
+    per_worker = self._coordinator.create_per_worker_dataset(
+        lambda: run.strategy.distribute_datasets_from_function(dataset_fn))
+    self._iterator = iter(per_worker)
+    self._step = tf.function(run.distributed_step)
+
+  def __call__(self, num_steps: int) -> Dict[str, float]:
+    results = [self._coordinator.schedule(self._step, args=(self._iterator,))
+               for _ in range(num_steps)]
+    self._coordinator.join()
+    return _sum_records(result.fetch() for result in results)
+
+
+def _next_stop(step: int, config: config_lib.TrainConfig) -> int:
+  """The next step at which to log, checkpoint, evaluate or finish."""
+  cadences = [config.schedule.log_every, config.checkpoint.every_steps]
+  if config.eval.every_steps:
+    cadences.append(config.eval.every_steps)
+  return min([config.schedule.train_steps] + [(step // c + 1) * c for c in cadences])
+
+
+def _write_scalars(writer, step: int, values: Dict[str, float], prefix: str = "") -> None:
+  with writer.as_default(step=step):
+    for name, value in values.items():
+      tf.summary.scalar(prefix + name, value)
+  writer.flush()
+
+
+def _train(run: _Run, steps, writers) -> Dict[str, float]:
+  """Trains from the restored step to `train_steps`; returns the last progress record."""
+  config = run.config
+  step = run.step
+  learning_rate = float(run.optimizer.learning_rate.numpy())
+  record: Dict[str, float] = {}
+  while step < config.schedule.train_steps:
+    stop = _next_stop(step, config)
+    started = time.time()
+    sums = steps(stop - step)
+    seconds = time.time() - started
+    num_steps, step = stop - step, run.step
+    if step != stop:
+      raise RuntimeError(f"Ran {num_steps} steps to reach step {stop}, but the optimizer counts "
+                         f"{step}: were steps lost on a failed worker?")
+    record = {name: value / num_steps for name, value in sums.items() if name != _EXAMPLES}
+    record["examples_per_second"] = sums[_EXAMPLES] / seconds
+    record["learning_rate"] = learning_rate
+    _write_scalars(writers["train"], step, record, prefix="")
+    logging.info("step %d/%d: loss %.4f (%s), %.0f examples/s, lr %g", step,
+                 config.schedule.train_steps, record[TOTAL_TERM],
+                 ", ".join(f"{k} {v:.4f}" for k, v in record.items()
+                           if k not in (TOTAL_TERM, "examples_per_second", "learning_rate")),
+                 record["examples_per_second"], learning_rate)
+    if step % config.checkpoint.every_steps == 0 or step == config.schedule.train_steps:
+      run.save()
+    if config.eval.every_steps and step % config.eval.every_steps == 0 and (
+        step < config.schedule.train_steps):
+      result = run.evaluate("valid", config.eval.max_users)
+      _write_scalars(writers["valid"], step, result.metrics)
+  return record
+
+
+def train_and_evaluate(config: config_lib.TrainConfig,
+                       strategy: Optional[tf.distribute.Strategy] = None) -> Dict[str, Any]:
+  """Trains `config.model` to `train_steps`, evaluates on valid and test, exports.
+
+  Args:
+    config: the job (see `trainer.config`).
+    strategy: from `trainer.strategy.build_strategy()`; built from the environment
+      when None.
+
+  Returns:
+    The content of MODEL_DIR/metrics.json: test metrics (`"metrics"`), the valid
+    split's under `"valid"`, the step, and `"export_dir"` (None when export is off).
+  """
+  config.validate()
+  strategy = strategy or strategy_lib.build_strategy()
+  tf.io.gfile.makedirs(config.model_dir)
+  tf.random.set_seed(config.schedule.seed)
+  logging.info("training %s under %s with %d replica(s) per step; model_dir %s", config.model.name,
+               type(strategy).__name__, strategy.num_replicas_in_sync, config.model_dir)
+  run = _Run(config, strategy)
+  writers = {name: tf.summary.create_file_writer(os.path.join(config.model_dir, SUMMARY_SUBDIR, name))
+             for name in ("train", "valid", "test")}
+  if run.step >= config.schedule.train_steps:
+    logging.info("already at step %d of %d: evaluating and exporting only", run.step,
+                 config.schedule.train_steps)
+    record = {}
+  else:
+    if strategy_lib.is_parameter_server(strategy):
+      steps = _CoordinatedSteps(run)
+    else:
+      # Reseeded by the step, so that a resumed run does not replay the first batches.
+      steps = _LocalSteps(run, seed=config.schedule.seed + run.step)
+    try:
+      record = _train(run, steps, writers)
+    except KeyboardInterrupt:
+      # Ctrl-C or SIGTERM (main.py turns it into KeyboardInterrupt) between step
+      # calls: keep the finished steps; the same command resumes from here.
+      logging.warning("interrupted at step %d: saving a checkpoint before exiting", run.step)
+      run.save()
+      raise
+
+  step = run.step
+  results = {}
+  for split in ("valid", "test"):
+    results[split] = run.evaluate(split)
+    _write_scalars(writers[split], step, results[split].metrics)
+  export_dir = None
+  if config.export.enabled:
+    export_dir = export.export_saved_model(
+        model_name=config.model.name, model_config=run.model_config,
+        data_dir=config.data.data_dir, model_dir=config.model_dir,
+        max_length=config.data.max_length, extra_meta={"step": step})
+  extra = {
+      "model": config.model.name,
+      "split": "test",
+      "step": step,
+      "valid": results["valid"].to_json(),
+      "export_dir": export_dir,
+      "data_dir": os.path.abspath(config.data.data_dir),
+      "training": record,
+      "config": dataclasses.asdict(config),
+  }
+  evaluation.write_metrics(results["test"], os.path.join(config.model_dir, METRICS_FILE), extra)
+  return {**results["test"].to_json(), **extra}
