@@ -29,6 +29,7 @@ setup(
             "dcg-prepare=input_pipeline.prepare:run",
             "dcg-train=trainer.main:run",
             "dcg-index=retrieval.index_main:run",
+            "dcg-serve=retrieval.serve:run",
             "dcg-local-cluster=cluster.local_cluster:run",
         ]
     },

@@ -23,7 +23,10 @@ Outputs: a dict with
                    batch by the trainer, scalars are regularizers scaled per replica.
 """
 
+import tensorflow as tf
 import tf_keras
+
+from input_pipeline import schema
 
 HISTORY = "history"
 HISTORY_LENGTH = "history_length"
@@ -35,9 +38,21 @@ AUX_LOSSES = "aux_losses"
 
 
 class RetrievalModel(tf_keras.Model):
-  """Base class: holds `num_items` and the item embedding layer `item_embedding`."""
+  """Base class: subclasses set `num_items` and the item embedding layer `item_embedding`."""
 
   @property
   def item_table(self):
     """The item embedding variable `[embedding_rows(num_items), dim]` (maybe sharded)."""
     return self.item_embedding.embeddings
+
+  def create_variables(self, max_length: int) -> None:
+    """Creates every variable with one call on a one-item history.
+
+    Called right after construction: inside the trainer's strategy scope (so the
+    strategy places and shards them) and before a checkpoint restore (so the restore is
+    immediate and can be checked for unmatched variables).
+    """
+    history = tf.fill([1, max_length], tf.constant(schema.pad_id(self.num_items), tf.int64))
+    history = tf.tensor_scatter_nd_update(history, [[0, 0]], tf.constant([0], tf.int64))
+    self({HISTORY: history, HISTORY_LENGTH: tf.constant([1], tf.int64),
+          HISTORY_TIMESTAMPS: tf.zeros_like(history)}, training=False)

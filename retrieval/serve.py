@@ -8,6 +8,10 @@ Library:
 Command line (prints the top-k raw item ids and scores of one history):
 
     python -m retrieval.serve --artifact_dir=OUT/artifact --history=i3,i7,i1 [--top=10]
+    python -m retrieval.serve --artifact_dir=OUT/artifact --data_dir=DIR [--user_index=0]
+
+The second form queries with the input history of one test user of a prepared data set
+and marks that user's held-out items in the list.
 
 Timestamps default to one hour apart; pass --timestamps=t1,t2,... (unix seconds) for
 models that use them.
@@ -22,6 +26,7 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
+from input_pipeline import schema
 from retrieval import artifact as artifact_lib
 
 # Importing the ScaNN ops registers the kernels that artifacts with a ScaNN index need.
@@ -87,14 +92,46 @@ def load_artifact(artifact_dir: str) -> Searcher:
   return Searcher(artifact_dir)
 
 
+def test_user(data_dir: str, user_index: int = 0):
+  """One test user of a prepared data set, in raw ids.
+
+  Returns:
+    `(user_id, history, timestamps, targets)`: the model input `items[:target_start]`
+    with its timestamps, and the held-out `items[target_start:]`.
+  """
+  if user_index < 0:
+    raise ValueError(f"user_index must be >= 0, got {user_index}.")
+  records = tf.data.TFRecordDataset(schema.split_files(data_dir, "test")).skip(user_index).take(1)
+  serialized = [r for r in records]
+  if not serialized:
+    raise ValueError(f"The test split of {data_dir!r} has no user number {user_index}.")
+  features = schema.parse_timelines(tf.stack(serialized))
+  vocab = schema.read_vocab(data_dir)
+  start = int(features[schema.TARGET_START][0])
+  items = [vocab[i] for i in features[schema.ITEMS][0].numpy()]
+  times = [int(t) for t in features[schema.TIMESTAMPS][0].numpy()]
+  return features[schema.USER_ID][0].numpy().decode(), items[:start], times[:start], items[start:]
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   args = flags.FLAGS
-  timestamps = [[int(t) for t in args.timestamps]] if args.timestamps else None
-  results = load_artifact(args.artifact_dir).query([args.history], timestamps)[0][:args.top]
-  for rank, (item_id, score) in enumerate(results, start=1):
-    print(f"{rank}\t{item_id}\t{score:.6f}")
+  if (args.history is None) == (args.data_dir is None):
+    raise app.UsageError("Give exactly one of --history and --data_dir.")
+  targets = ()
+  if args.data_dir is not None:
+    user_id, history, timestamps, targets = test_user(args.data_dir, args.user_index)
+    print(f"Test user {user_id}: {len(history)} history items, last ones "
+          f"{', '.join(history[-5:])}; held out: {', '.join(targets)}")
+  else:
+    history = args.history
+    timestamps = [int(t) for t in args.timestamps] if args.timestamps else None
+  searcher = load_artifact(args.artifact_dir)
+  results = searcher.query([history], None if timestamps is None else [timestamps])[0]
+  for rank, (item_id, score) in enumerate(results[:args.top], start=1):
+    mark = "\t<- held out" if item_id in targets else ""
+    print(f"{rank}\t{item_id}\t{score:.6f}{mark}")
 
 
 def run():
@@ -102,8 +139,11 @@ def run():
   flags.DEFINE_string("artifact_dir", None, "OUT/artifact or the index job's OUT.")
   flags.DEFINE_list("history", None, "Raw item ids, oldest first.")
   flags.DEFINE_list("timestamps", None, "Unix seconds aligned with --history.")
-  flags.DEFINE_integer("top", None, "Print only the first N of the k items.")
-  flags.mark_flags_as_required(["artifact_dir", "history"])
+  flags.DEFINE_string("data_dir", None, "Instead of --history: a prepared data set whose "
+                      "test user --user_index is queried.")
+  flags.DEFINE_integer("user_index", 0, "Which test user of --data_dir (file order).")
+  flags.DEFINE_integer("top", 10, "Print only the first N of the k items.")
+  flags.mark_flags_as_required(["artifact_dir"])
   app.run(main)
 
 

@@ -4,7 +4,8 @@ Bazel would not notice this drift by itself: the virtualenv has the project inst
 editable mode, so a module left out of a target's deps still imports from the source
 tree, and a file with no target is simply never built. These checks read the BUILD files
 as the Python they syntactically are (rule calls with keyword arguments; no Bazel
-needed) and compare them with the tree and with each file's `import` statements.
+needed) and compare them with the tree and with the first-party modules each file
+imports (or names as a string, for `python -m` subprocesses).
 """
 
 import ast
@@ -76,7 +77,7 @@ def _read_build_file(package: str, text: str) -> List[Target]:
       exports_files=exports_files,
       **{kind: rule(kind) for kind in ("py_library", "py_binary", "py_test", "pytest_test")},
       **{name: ignored for name in ("load", "package", "py_runtime", "py_runtime_pair",
-                                    "toolchain", "filegroup", "sh_binary")})
+                                    "toolchain")})
   exec(compile(text, os.path.join(package, "BUILD"), "exec"), {}, namespace)  # pylint: disable=exec-used
   return targets
 

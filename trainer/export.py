@@ -78,13 +78,7 @@ def build_model(model_name: str, model_config: Any, num_items: int, max_length: 
   from models import registry  # pylint: disable=g-import-not-at-top
 
   model = registry.lookup(model_name).model_class(model_config, num_items=num_items)
-  # One call creates every variable, so the restore below is immediate and checked.
-  pad = schema.pad_id(num_items)
-  history = np.full([1, max_length], pad, np.int64)
-  history[0, 0] = 0
-  model({base.HISTORY: tf.constant(history),
-         base.HISTORY_LENGTH: tf.constant([1], tf.int64),
-         base.HISTORY_TIMESTAMPS: tf.zeros([1, max_length], tf.int64)}, training=False)
+  model.create_variables(max_length)
   return model
 
 

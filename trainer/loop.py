@@ -42,8 +42,10 @@ import tf_keras
 
 from input_pipeline import dataset as dataset_lib
 from input_pipeline import schema
+from models import all_models  # noqa: F401  (registers every model)
 from models import base
 from models import losses
+from models import registry
 from trainer import config as config_lib
 from trainer import evaluation
 from trainer import export
@@ -114,12 +116,11 @@ class _Run:
     self.num_items = int(self.stats["num_items"])
     self.model_config = config_lib.build_model_config(config.model, max_length=config.data.max_length)
     self.loss = make_loss(config.loss, config.data.data_dir, self.num_items)
-    from models import registry  # pylint: disable=g-import-not-at-top
     model_class = registry.lookup(config.model.name).model_class
     with strategy.scope():
       self.model = model_class(self.model_config, num_items=self.num_items)
       self.optimizer = make_optimizer(config.optimizer)
-      self._build()
+      self.model.create_variables(config.data.max_length)
       self.optimizer.build(self.model.trainable_variables)
     self.checkpoint = tf.train.Checkpoint(
         **{export.CHECKPOINT_MODEL_KEY: self.model}, optimizer=self.optimizer,
@@ -132,13 +133,6 @@ class _Run:
   @property
   def step(self) -> int:
     return int(self.optimizer.iterations.numpy())
-
-  def _build(self):
-    """Creates every model variable now, inside the strategy scope, with one tiny batch."""
-    pad = schema.pad_id(self.num_items)
-    history = tf.constant([[0] + [pad] * (self.config.data.max_length - 1)], tf.int64)
-    self.model({base.HISTORY: history, base.HISTORY_LENGTH: tf.constant([1], tf.int64),
-                base.HISTORY_TIMESTAMPS: tf.zeros_like(history)}, training=False)
 
   def _restore(self):
     latest = self.manager.latest_checkpoint

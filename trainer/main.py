@@ -27,7 +27,8 @@ from absl import logging
 from trainer import config as config_lib
 from trainer import strategy as strategy_lib
 
-_MODEL = flags.DEFINE_string("model", "sine", "Registered model name (e.g. sine).")
+_MODEL = flags.DEFINE_string("model", None,
+                             "Registered model name (e.g. sine); default: the preset's (sine).")
 _PRESET = flags.DEFINE_enum("preset", "default", sorted(config_lib.PRESETS),
                             "Training settings to start from (see trainer/config.py).")
 _DATA_DIR = flags.DEFINE_string(
@@ -94,7 +95,7 @@ def _model_params(entries, embedding_dim):
 def config_from_flags() -> config_lib.TrainConfig:
   """The one function that reads flags: preset, then every flag that was set."""
   base = config_lib.preset(_PRESET.value)
-  model_name = _MODEL.value
+  model_name = _MODEL.value or base.model.name
   data_dir = _user_path(_DATA_DIR.value) if _DATA_DIR.value else ""
   model_dir = (_user_path(_MODEL_DIR.value) if _MODEL_DIR.value
                else os.path.join(_base_dir(), RUNS_DIR, model_name))

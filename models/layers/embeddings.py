@@ -27,7 +27,8 @@ class ItemEmbedding(tf_keras.layers.Layer):
   def __init__(self, num_items: int, dim: int, initializer=None, **kwargs):
     super().__init__(**kwargs)
     if num_items < 1 or dim < 1:
-      raise ValueError(f"ItemEmbedding needs num_items >= 1 and dim >= 1, got {num_items} and {dim}.")
+      raise ValueError(
+          f"ItemEmbedding needs num_items >= 1 and dim >= 1, got {num_items} and {dim}.")
     self.num_items = num_items
     self.dim = dim
     self.pad_id = schema.pad_id(num_items)

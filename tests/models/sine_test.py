@@ -52,7 +52,8 @@ def _softmax(x, axis=-1):
 
 def _layer_norm(x, gamma_beta):
   gamma, beta = gamma_beta
-  return (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + EPSILON) * gamma + beta
+  normalized = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + EPSILON)
+  return normalized * gamma + beta
 
 
 def _attention(x, w_hidden, w_score):
@@ -121,7 +122,8 @@ def test_eq1_attention_by_hand():
   # softmax([0, 1]) = [1, e] / (1 + e) = [0.2689, 0.7311]; z = 0.7311 * X_2.
   np.testing.assert_allclose(encoded["concept_attention"].numpy()[0], [0.268941, 0.731059, 0],
                              atol=1e-6)
-  np.testing.assert_allclose(encoded["user_concept"].numpy()[0], [20 * 0.731059, 0, 0, 0], rtol=1e-5)
+  np.testing.assert_allclose(encoded["user_concept"].numpy()[0], [20 * 0.731059, 0, 0, 0],
+                             rtol=1e-5)
 
 
 def test_eq2_top_k_selection_and_sigmoid_gating_by_hand():
@@ -210,7 +212,8 @@ def test_outputs_follow_the_model_contract():
   assert outputs[base.USER_VECTORS].shape == (3, 1, 4)
   assert outputs[sine.INTERESTS].shape == (3, 2, 4)
   assert set(outputs[base.AUX_LOSSES]) == {"covariance"}
-  np.testing.assert_array_equal(outputs[base.USER_VECTORS].numpy()[:, 0], outputs[base.QUERY].numpy())
+  np.testing.assert_array_equal(outputs[base.USER_VECTORS].numpy()[:, 0],
+                                outputs[base.QUERY].numpy())
   assert model.item_table.shape == (schema.embedding_rows(NUM_ITEMS), 4)
 
 
@@ -248,14 +251,16 @@ def test_registered_and_serializable():
   assert clone.config == model.config and clone.num_items == NUM_ITEMS
   clone.set_weights(model.get_weights())
   history = {base.HISTORY: tf.constant(HISTORIES, tf.int64)}
-  np.testing.assert_array_equal(clone(history)[base.QUERY].numpy(), model(history)[base.QUERY].numpy())
+  np.testing.assert_array_equal(clone(history)[base.QUERY].numpy(),
+                                model(history)[base.QUERY].numpy())
 
 
 def test_config_defaults_and_presets():
   config = sine.SINEConfig()
   # The paper: D = 128, n = 20, lambda = 0.5, tau = 0.1, Amazon's K = 4 and L = 500.
   assert dataclasses.astuple(config) == (128, 20, 4, 500, 0.1, 0.5)
-  assert (sine.paper_config("taobao").num_interests, sine.paper_config("taobao").num_prototypes) == (8, 1000)
+  taobao = sine.paper_config("taobao")
+  assert (taobao.num_interests, taobao.num_prototypes) == (8, 1000)
   assert sine.paper_config("movielens", embedding_dim=64).embedding_dim == 64
   with pytest.raises(ValueError, match="Table 3"):
     sine.paper_config("beauty")

@@ -47,6 +47,14 @@ def test_flags_override_the_preset_and_unset_ones_keep_it(monkeypatch, tmp_path)
   assert config.model_dir == str(tmp_path / "workspace" / "runs" / "sine")
 
 
+def test_model_defaults_to_the_presets(monkeypatch, tmp_path):
+  monkeypatch.chdir(tmp_path)
+  with flagsaver.flagsaver(preset="dss_paper"):
+    config = main.config_from_flags()
+  assert config.model.name == "dss" and config.model_dir == str(tmp_path / "runs" / "dss")
+  assert config.data.data_dir == ""  # prepared by main() on first use
+
+
 def test_malformed_model_param():
   with flagsaver.flagsaver(model_param=["num_interests"]):
     with pytest.raises(ValueError, match="NAME=VALUE"):
