@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 
 
 def shared_data_dir():

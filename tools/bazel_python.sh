@@ -22,4 +22,10 @@ fi
 
 # TFRS needs Keras 2; the switch must be set before TensorFlow is first imported.
 export TF_USE_LEGACY_KERAS="${TF_USE_LEGACY_KERAS:-1}"
+# `bazel run` starts a binary in its runfiles tree; run it from the directory the command
+# was typed in instead, so that relative paths in flags mean what they mean in the shell
+# (Bazel's launcher has already made the paths it needs absolute).
+if [[ -n "${BUILD_WORKING_DIRECTORY:-}" ]]; then
+  cd "$BUILD_WORKING_DIRECTORY"
+fi
 exec "$python" "$@"
