@@ -72,6 +72,9 @@ _NUM_NEGATIVES = flags.DEFINE_integer(
 _MODEL_PARAM = flags.DEFINE_multi_string("model_param", [], "NAME=VALUE model override, "
                                          "e.g. --model_param=num_prototypes=50.")
 _EVAL_EVERY = flags.DEFINE_integer("eval_every", 0, "Steps between valid evaluations (0: end).")
+_SELECT_BEST = flags.DEFINE_string(
+    "select_best", "", "Valid metric (e.g. ndcg@10) whose best checkpoint is tested "
+    "(RecBole's best-validation protocol); needs --eval_every. Empty: the final step.")
 _SEED = flags.DEFINE_integer("seed", 0, "Training seed.")
 
 # ../shared/BENCHMARKS.md: S3-Rec (CIKM 2020) full-ranking table, history masked.
@@ -162,7 +165,7 @@ def train_config(model: str, data_dir: str, ks) -> config_lib.TrainConfig:
       optimizer=optimizer, loss=loss,
       schedule=dataclasses.replace(base.schedule, train_steps=steps, seed=_SEED.value),
       eval=dataclasses.replace(base.eval, ks=ks, mask_history=_MASK_HISTORY.value,
-                               every_steps=_EVAL_EVERY.value,
+                               every_steps=_EVAL_EVERY.value, select_best=_SELECT_BEST.value,
                                batch_size=_EVAL_BATCH_SIZE.value))
 
 

@@ -127,12 +127,23 @@ class EvalConfig:
     batch_size: users scored together.
     max_users: periodic (not final) evaluations use at most this many valid users;
       None uses all.
+    select_best: a valid-split metric such as "ndcg@10": the checkpoint of the best
+      valid evaluation (periodic ones and the final one) is kept in
+      checkpoints/best/ and is what the test split evaluates and export exports, as
+      RecBole reports "the best-validation epoch"; empty: the final step.
   """
   every_steps: int = 0
   ks: Tuple[int, ...] = (10, 20, 50, 80, 100)
   mask_history: bool = True
   batch_size: int = 512
   max_users: Optional[int] = None
+  select_best: str = ""
+
+  def metric_names(self) -> Tuple[str, ...]:
+    """Every metric an evaluation reports, e.g. ("hr@10", "ndcg@10", ...)."""
+    from trainer import evaluation  # pylint: disable=g-import-not-at-top
+
+    return tuple(f"{metric}@{k}" for k in self.ks for metric in evaluation.METRICS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,6 +195,10 @@ class TrainConfig:
         (self.checkpoint.every_steps > 0, f"checkpoint every_steps {self.checkpoint.every_steps}: must be > 0"),
         (self.eval.every_steps >= 0, f"eval every_steps {self.eval.every_steps}: must be >= 0 (0 = at the end)"),
         (bool(self.eval.ks) and all(k > 0 for k in self.eval.ks), f"ks {self.eval.ks}: need positive cut-offs"),
+        (not self.eval.select_best or self.eval.select_best in self.eval.metric_names(),
+         f"select_best {self.eval.select_best!r}: expected one of {self.eval.metric_names()}"),
+        (not self.eval.select_best or self.eval.every_steps > 0,
+         "select_best needs periodic evaluations: set eval every_steps > 0"),
         (bool(self.data.data_dir), "data_dir is empty: pass a dataset directory written by input_pipeline.prepare"),
         (bool(self.model_dir), "model_dir is empty: pass where checkpoints and exports should go"),
     ]

@@ -31,6 +31,7 @@ uninterrupted run: the input is not checkpointed, it is reseeded by the step).
 """
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -54,6 +55,8 @@ from trainer import strategy as strategy_lib
 CHECKPOINT_SUBDIR = export.CHECKPOINT_SUBDIR
 SUMMARY_SUBDIR = "summaries"
 METRICS_FILE = "metrics.json"
+BEST_SUBDIR = "best"  # under CHECKPOINT_SUBDIR: the best valid checkpoint (select_best)
+BEST_FILE = "best.json"
 SOFTMAX_TERM = "softmax"
 REGULARIZATION_TERM = "regularization"
 TOTAL_TERM = "total"
@@ -153,6 +156,43 @@ class _Run:
   def save(self):
     path = self.manager.save(checkpoint_number=self.step)
     logging.info("saved checkpoint %s", path)
+
+  # Best-validation checkpoint (`EvalConfig.select_best`).
+
+  def _best_dir(self) -> str:
+    return os.path.join(self.config.model_dir, CHECKPOINT_SUBDIR, BEST_SUBDIR)
+
+  def best(self) -> Optional[Dict[str, Any]]:
+    """`{"metric", "value", "step", "checkpoint"}` of the best valid evaluation so far."""
+    path = os.path.join(self._best_dir(), BEST_FILE)
+    if not tf.io.gfile.exists(path):
+      return None
+    with tf.io.gfile.GFile(path) as f:
+      return json.load(f)
+
+  def consider_best(self, metrics: Dict[str, float]) -> None:
+    """Keeps a checkpoint of this step when its valid `select_best` metric is the best."""
+    metric = self.config.eval.select_best
+    best = self.best()
+    if best is not None and metrics[metric] <= best["value"]:
+      return
+    tf.io.gfile.makedirs(self._best_dir())
+    # A fresh manager each time: max_to_keep=1 drops the previous best checkpoint.
+    manager = tf.train.CheckpointManager(self.checkpoint, self._best_dir(), max_to_keep=1,
+                                         checkpoint_name="best")
+    path = manager.save(checkpoint_number=self.step)
+    record = {"metric": metric, "value": float(metrics[metric]), "step": self.step,
+              "checkpoint": path}
+    with tf.io.gfile.GFile(os.path.join(self._best_dir(), BEST_FILE), "w") as f:
+      json.dump(record, f)
+    logging.info("best valid %s so far: %.4f at step %d", metric, record["value"], self.step)
+
+  def restore_best(self) -> str:
+    """Loads the best checkpoint's model, optimizer and step; returns its path."""
+    path = self.best()["checkpoint"]
+    self.checkpoint.restore(path).assert_existing_objects_matched().expect_partial()
+    logging.info("restored the best valid checkpoint %s (step %d)", path, self.step)
+    return path
 
   # Input.
 
@@ -298,6 +338,8 @@ def _train(run: _Run, steps, writers) -> Dict[str, float]:
         step < config.schedule.train_steps):
       result = run.evaluate("valid", config.eval.max_users)
       _write_scalars(writers["valid"], step, result.metrics)
+      if config.eval.select_best:
+        run.consider_best(result.metrics)
   return record
 
 
@@ -342,17 +384,24 @@ def train_and_evaluate(config: config_lib.TrainConfig,
       run.save()
       raise
 
+  results = {"valid": run.evaluate("valid")}
+  checkpoint_path = None  # export's default: the latest checkpoint
+  if config.eval.select_best:
+    run.consider_best(results["valid"].metrics)
+    if run.best()["step"] != run.step:
+      checkpoint_path = run.restore_best()
+      results["valid"] = run.evaluate("valid")
   step = run.step
-  results = {}
-  for split in ("valid", "test"):
-    results[split] = run.evaluate(split)
-    _write_scalars(writers[split], step, results[split].metrics)
+  _write_scalars(writers["valid"], step, results["valid"].metrics)
+  results["test"] = run.evaluate("test")
+  _write_scalars(writers["test"], step, results["test"].metrics)
   export_dir = None
   if config.export.enabled:
     export_dir = export.export_saved_model(
         model_name=config.model.name, model_config=run.model_config,
         data_dir=config.data.data_dir, model_dir=config.model_dir,
-        max_length=config.data.max_length, extra_meta={"step": step})
+        max_length=config.data.max_length, checkpoint_path=checkpoint_path,
+        extra_meta={"step": step})
   extra = {
       "model": config.model.name,
       "split": "test",

@@ -55,6 +55,9 @@ _EVAL_EVERY = flags.DEFINE_integer("eval_every", None,
 _EVAL_MAX_USERS = flags.DEFINE_integer("eval_max_users", None,
                                        "Users in periodic (not final) evaluations; all if unset.")
 _KS = flags.DEFINE_list("ks", None, "Cut-offs of the ranking metrics, e.g. 10,20,50.")
+_SELECT_BEST = flags.DEFINE_string(
+    "select_best", None, "Valid metric (e.g. ndcg@10) whose best checkpoint is tested and "
+    "exported instead of the final step; needs --eval_every.")
 _MASK_HISTORY = flags.DEFINE_bool("mask_history", None,
                                   "Remove the input history from the evaluation ranking.")
 _SEED = flags.DEFINE_integer("seed", None, "Random seed.")
@@ -121,7 +124,7 @@ def config_from_flags() -> config_lib.TrainConfig:
           every_steps=_CHECKPOINT_EVERY.value)),
       eval=dataclasses.replace(base.eval, **pick(
           every_steps=_EVAL_EVERY.value, max_users=_EVAL_MAX_USERS.value,
-          mask_history=_MASK_HISTORY.value,
+          mask_history=_MASK_HISTORY.value, select_best=_SELECT_BEST.value,
           ks=tuple(int(k) for k in _KS.value) if _KS.value else None)),
       export=dataclasses.replace(base.export, **pick(enabled=_EXPORT.value)),
   )

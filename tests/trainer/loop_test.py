@@ -1,5 +1,6 @@
 """The training loop on a tiny learnable dataset: loss goes down, resume, loss terms."""
 
+import dataclasses
 import glob
 import json
 import os
@@ -121,6 +122,41 @@ def test_training_learns_and_a_rerun_resumes(data_dir, tmp_path, monkeypatch):
 
   with pytest.raises(ValueError, match="does not match the model"):
     loop.train_and_evaluate(_config(data_dir, config.model_dir, train_steps=50, embedding_dim=8))
+
+
+def test_select_best_tests_and_exports_the_best_valid_checkpoint(data_dir, tmp_path, monkeypatch):
+  """Valid ndcg@10 scripted as 0.2, 0.9, 0.5 at steps 10, 20, 30: step 20 must win."""
+  config = dataclasses.replace(
+      _config(data_dir, str(tmp_path / "run"), train_steps=30),
+      eval=config_lib.EvalConfig(ks=(1, 10), batch_size=128, every_steps=10,
+                                 select_best="ndcg@10"),
+      export=config_lib.ExportConfig(enabled=True))
+  scripted = {10: 0.2, 20: 0.9, 30: 0.5}
+  evaluate = loop._Run.evaluate
+  tables = {}
+
+  def scripted_valid(run, split, max_users=None):
+    result = evaluate(run, split, max_users)
+    tables[run.step] = run.model.item_table.numpy()
+    if split != "valid":
+      return result
+    return dataclasses.replace(result, metrics={**result.metrics, "ndcg@10": scripted[run.step]})
+
+  monkeypatch.setattr(loop._Run, "evaluate", scripted_valid)
+  result = loop.train_and_evaluate(config)
+  best = json.load(open(os.path.join(config.model_dir, "checkpoints", "best", "best.json")))
+  assert (best["metric"], best["value"], best["step"]) == ("ndcg@10", 0.9, 20)
+  # The test split and the export see step 20's weights, not the final step's.
+  assert result["step"] == 20 and result["valid"]["metrics"]["ndcg@10"] == 0.9
+  assert not np.allclose(tables[20], tables[30])
+  exported = tf.saved_model.load(result["export_dir"]).signatures["item_embeddings"]()
+  np.testing.assert_allclose(exported["embeddings"].numpy(), tables[20][:40], rtol=1e-6)
+
+  with pytest.raises(ValueError, match="select_best 'ndcg@5'"):
+    dataclasses.replace(config, eval=config_lib.EvalConfig(
+        ks=(1, 10), every_steps=10, select_best="ndcg@5")).validate()
+  with pytest.raises(ValueError, match="needs periodic evaluations"):
+    dataclasses.replace(config, eval=config_lib.EvalConfig(select_best="ndcg@10")).validate()
 
 
 _MIRRORED_SCRIPT = """
