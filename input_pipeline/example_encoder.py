@@ -39,7 +39,9 @@ _LIST_TAGS = {BYTES: _TAG_FIELD1, FLOAT: _TAG_FIELD2, INT64: _TAG_FIELD3}
 
 def _exclusive_cumsum(x: np.ndarray) -> np.ndarray:
   out = np.zeros(len(x) + 1, np.int64)
-  np.cumsum(x, out=out[1:])
+  # Widen first: numpy's cumsum of uint8 (or bool) into int64 casts element by element,
+  # about 10x slower than a cast followed by a native int64 cumsum.
+  np.cumsum(np.asarray(x, np.int64), out=out[1:])
   return out
 
 

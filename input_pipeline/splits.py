@@ -102,7 +102,7 @@ def _counts_before(offsets: np.ndarray, timestamps: np.ndarray, limits: np.ndarr
   """Per user u, how many of its (time-sorted) rows have timestamp < limits[u]."""
   before = timestamps < np.repeat(limits, np.diff(offsets))
   cumulative = np.zeros(len(before) + 1, np.int64)
-  np.cumsum(before, out=cumulative[1:])
+  np.cumsum(before.astype(np.int64), out=cumulative[1:])  # bool cumsum is ~8x slower
   return cumulative[offsets[1:]] - cumulative[offsets[:-1]]
 
 

@@ -245,7 +245,7 @@ def generate(config: SyntheticConfig = SyntheticConfig()) -> EventLog:
   first_event = np.zeros(num_events, bool)
   first_event[starts] = True
   new_session = first_event | (rng.random(num_events) < 1.0 / config.mean_session_length)
-  session = np.cumsum(new_session) - 1
+  session = np.cumsum(new_session.astype(np.int64)) - 1  # bool cumsum is ~8x slower
   session_user = users[new_session]
   interests = _interest_rows(rng, session_user, first_event[new_session], initial, num_interests,
                              config.drift_probability, category_p)
