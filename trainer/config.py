@@ -34,7 +34,9 @@ class DataConfig:
     batch_size: global batch size (all replicas of one step together).
     sample_builder: the `input_pipeline.samples` builder of training samples
       (`all_prefixes`: every prefix -> its next item, as SINE and SASRec train).
-    shuffle_buffer: samples shuffled together while streaming the train split.
+    shuffle_buffer: timelines shuffled together, in chunks, while streaming the train
+      split (`input_pipeline.dataset.InputConfig.shuffle_buffer`); samples are mixed
+      further across `window_batches` batches there.
   """
   data_dir: str = ""
   max_length: int = 50
