@@ -358,6 +358,20 @@ def train_and_evaluate(config: config_lib.TrainConfig,
   """
   config.validate()
   strategy = strategy or strategy_lib.build_strategy()
+  try:
+    return _train_and_evaluate(config, strategy)
+  except tf.errors.DataLossError as e:
+    # TF names the byte offset of a damaged record but not its file.
+    damaged = dataset_lib.corrupt_shards(config.data.data_dir)
+    raise ValueError(
+        f"The data set {config.data.data_dir!r} has damaged TFRecord shards: "
+        f"{', '.join(damaged) if damaged else 'none found on a re-read: ' + e.message}. Re-run "
+        f"input_pipeline.prepare to rewrite it; the checkpoints in {config.model_dir!r} stay "
+        f"valid.") from e
+
+
+def _train_and_evaluate(config: config_lib.TrainConfig,
+                        strategy: tf.distribute.Strategy) -> Dict[str, Any]:
   tf.io.gfile.makedirs(config.model_dir)
   tf.random.set_seed(config.schedule.seed)
   logging.info("training %s under %s with %d replica(s) per step; model_dir %s", config.model.name,

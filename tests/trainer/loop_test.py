@@ -4,12 +4,15 @@ import dataclasses
 import glob
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from input_pipeline import dataset as dataset_lib
 from tests.trainer import tiny_data
 from trainer import config as config_lib
 from trainer import loop
@@ -157,6 +160,20 @@ def test_select_best_tests_and_exports_the_best_valid_checkpoint(data_dir, tmp_p
         ks=(1, 10), every_steps=10, select_best="ndcg@5")).validate()
   with pytest.raises(ValueError, match="needs periodic evaluations"):
     dataclasses.replace(config, eval=config_lib.EvalConfig(select_best="ndcg@10")).validate()
+
+
+def test_a_damaged_shard_is_named(data_dir, tmp_path):
+  damaged_dir = str(tmp_path / "damaged")
+  shutil.copytree(data_dir, damaged_dir)
+  assert dataset_lib.corrupt_shards(damaged_dir) == []
+  shard = sorted(glob.glob(os.path.join(damaged_dir, "train", "*.tfrecord")))[0]
+  # A TFRecord is an 8-byte length, its 4-byte CRC, the payload (from byte 12 for the
+  # first record) and the payload's CRC: damage the first payload, TF reports offset 12.
+  with open(shard, "r+b") as f:
+    f.seek(20)
+    f.write(b"\xff" * 8)
+  with pytest.raises(ValueError, match=re.escape(shard) + r" \(corrupted record at 12\)"):
+    loop.train_and_evaluate(_config(damaged_dir, str(tmp_path / "run"), train_steps=5))
 
 
 _MIRRORED_SCRIPT = """
