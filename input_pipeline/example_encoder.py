@@ -71,11 +71,17 @@ def _varints(values: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
   for k in range(1, width):
     sizes += v >= np.uint64(1 << (7 * k))
   # Row i holds all `width` candidate bytes of value i; its varint is the first sizes[i].
-  matrix = np.empty((width, len(v)), np.uint8)
+  # Built column by column in uint8 after one truncating cast per column (a uint64 ufunc
+  # writing uint8 through casting="unsafe" is about 1.5x slower), and row-major so that
+  # the final gather reads contiguous memory.
+  matrix = np.empty((len(v), width), np.uint8)
+  shifted = np.empty_like(v)
   for k in range(width):
-    np.bitwise_and(v >> np.uint64(7 * k), np.uint64(0x7F), out=matrix[k], casting="unsafe")
-    matrix[k] |= (sizes > k + 1).view(np.uint8) << 7
-  matrix = matrix.T
+    np.right_shift(v, np.uint64(7 * k), out=shifted)
+    column = shifted.astype(np.uint8)  # the low byte
+    column &= 0x7F
+    column |= (sizes > k + 1).view(np.uint8) << 7
+    matrix[:, k] = column
   if int(sizes.min()) == width:  # e.g. all timestamps of an era take 5 bytes
     return matrix.reshape(-1), sizes
   return matrix[np.arange(width) < sizes[:, None]], sizes
@@ -152,6 +158,9 @@ class EncodedValues:
     """Byte position of each value position (positions may equal n, the end)."""
     if self.sizes is None:
       return 4 * np.asarray(positions, np.int64)
+    if len(self.sizes) and self.sizes.min() == self.sizes.max():
+      # All values take the same bytes (e.g. timestamps of one era, 5 each): no cumsum.
+      return int(self.sizes[0]) * np.asarray(positions, np.int64)
     return _exclusive_cumsum(self.sizes)[positions]
 
   def column(self, byte_starts: np.ndarray, byte_ends: np.ndarray, counts: np.ndarray) -> Column:

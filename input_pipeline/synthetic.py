@@ -205,10 +205,13 @@ def _impressions(rng, config, sampler, users, items, timestamps, session, intere
     end = min(begin + _IMPRESSION_CHUNK, len(users))
     related = rng.random((end - begin, shown)) < config.related_impression_probability
     candidates = np.empty(related.shape, np.int64)
-    event, column = np.nonzero(related)
-    event += begin
+    # Flat positions instead of 2-d (row, column) indices: np.nonzero of a 2-d mask and
+    # 2-d fancy indexing are several times slower than their flat counterparts.
+    flat = np.flatnonzero(related)
+    event = flat // shown + begin
     slots = rng.integers(0, num_interests[users[event]])
-    candidates[event - begin, column] = sampler.in_categories(rng, interests[session[event], slots])
+    candidates.reshape(-1)[flat] = sampler.in_categories(
+        rng, interests.reshape(-1)[session[event] * interests.shape[1] + slots])
     candidates[~related] = sampler.anywhere(rng, int(related.size - len(event)))
     keep = candidates != items[begin:end, None]  # the clicked item is not "unclicked"
     kept = int(keep.sum())
