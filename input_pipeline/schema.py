@@ -208,20 +208,30 @@ def read_stats(data_dir: str) -> Dict[str, Any]:
   return stats
 
 
-def read_vocab(data_dir: str) -> list:
-  """Raw item ids in index order (row i of vocab.tsv is item index i)."""
+def _read_vocab_rows(data_dir: str) -> list:
+  """`(raw_id, count)` per item index, with the header and the index order checked."""
   path = os.path.join(data_dir, VOCAB_FILE)
-  raw_ids = []
+  rows = []
   with open(path) as f:
     header = f.readline()
     if header.rstrip("\n").split("\t") != ["index", "item_id", "count"]:
       raise ValueError(f"{path!r}: expected the header 'index<TAB>item_id<TAB>count', got {header!r}.")
     for line_number, line in enumerate(f, start=2):
-      index, raw_id, _ = line.rstrip("\n").split("\t")
-      if int(index) != len(raw_ids):
-        raise ValueError(f"{path}:{line_number}: expected index {len(raw_ids)}, got {index}.")
-      raw_ids.append(raw_id)
-  return raw_ids
+      index, raw_id, count = line.rstrip("\n").split("\t")
+      if int(index) != len(rows):
+        raise ValueError(f"{path}:{line_number}: expected index {len(rows)}, got {index}.")
+      rows.append((raw_id, int(count)))
+  return rows
+
+
+def read_vocab(data_dir: str) -> list:
+  """Raw item ids in index order (row i of vocab.tsv is item index i)."""
+  return [raw_id for raw_id, _ in _read_vocab_rows(data_dir)]
+
+
+def read_vocab_counts(data_dir: str) -> list:
+  """Training counts in index order (row i of vocab.tsv is item index i)."""
+  return [count for _, count in _read_vocab_rows(data_dir)]
 
 
 def read_item_features(data_dir: str, num_items: int) -> list:

@@ -407,13 +407,7 @@ def write_metrics(result: EvalResult, path: str,
 
 def read_item_counts(data_dir: str) -> np.ndarray:
   """Training counts `[num_items]` from the data set's vocab.tsv (index order)."""
-  path = os.path.join(data_dir, schema.VOCAB_FILE)
-  counts = []
-  with open(path) as f:
-    f.readline()  # header: index, item_id, count (checked by schema.read_vocab)
-    for line in f:
-      counts.append(int(line.rstrip("\n").split("\t")[2]))
-  return np.asarray(counts, np.float32)
+  return np.asarray(schema.read_vocab_counts(data_dir), np.float32)
 
 
 def popularity_scorer(item_counts: np.ndarray) -> Tuple[UserVectorsFn, tf.Tensor]:
