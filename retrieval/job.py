@@ -25,7 +25,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from absl import logging
 import numpy as np
@@ -85,6 +85,31 @@ def sample_histories(item_ids: np.ndarray, num_queries: int, max_length: int,
   return {"history": history.astype(bytes), "history_timestamps": timestamps.astype(np.int64)}
 
 
+def test_users(data_dir: str, count: int, first: int = 0) -> List[Tuple[str, list, list, list]]:
+  """Test users `first .. first + count - 1` (file order) of a prepared data set.
+
+  Returns:
+    Per user `(user_id, history, timestamps, targets)` in raw ids: the model input
+    `items[:target_start]` with its timestamps, and the held-out `items[target_start:]`.
+    Fewer than `count` when the split ends first.
+  """
+  files = schema.split_files(data_dir, "test")
+  raw_ids = schema.read_vocab(data_dir)
+  batches = list(tf.data.TFRecordDataset(files).skip(first).take(count).batch(max(count, 1)))
+  if not batches:
+    return []
+  timelines = schema.parse_timelines(batches[0])
+  users = []
+  for user_id, items, times, start in zip(timelines[schema.USER_ID].numpy(),
+                                          timelines[schema.ITEMS].to_list(),
+                                          timelines[schema.TIMESTAMPS].to_list(),
+                                          timelines[schema.TARGET_START].numpy()):
+    # Index num_items (and above: padding) maps to "", which the export skips.
+    names = [raw_ids[i] if i < len(raw_ids) else "" for i in items]
+    users.append((user_id.decode(), names[:start], times[:start], names[start:]))
+  return users
+
+
 def dataset_histories(data_dir: str, num_queries: int,
                       max_length: int) -> Optional[Dict[str, np.ndarray]]:
   """The model inputs of a prepared data set's first test users, as raw ids.
@@ -94,30 +119,18 @@ def dataset_histories(data_dir: str, num_queries: int,
     None when `data_dir` has no readable test split or vocabulary.
   """
   try:
-    files = schema.split_files(data_dir, "test")
-    # Index num_items (and above: padding) maps to b"", which the export skips.
-    raw_ids = [raw.encode() for raw in schema.read_vocab(data_dir)] + [b""]
+    users = test_users(data_dir, num_queries)
   except (FileNotFoundError, ValueError) as e:
     logging.info("No test users to query with (%s); using synthetic histories.", e)
     return None
-  batches = list(tf.data.TFRecordDataset(files).take(num_queries).batch(num_queries))
-  if not batches:
+  inputs = [(history[-max_length:], times[-max_length:]) for _, history, times, _ in users
+            if history]
+  if not inputs:
     return None
-  timelines = schema.parse_timelines(batches[0])
-  histories, timestamps = [], []
-  for items, times, start in zip(timelines[schema.ITEMS].to_list(),
-                                 timelines[schema.TIMESTAMPS].to_list(),
-                                 timelines[schema.TARGET_START].numpy()):
-    items, times = items[:start][-max_length:], times[:start][-max_length:]
-    if items:
-      histories.append([raw_ids[min(i, len(raw_ids) - 1)] for i in items])
-      timestamps.append(times)
-  if not histories:
-    return None
-  history = np.full((len(histories), max_length), b"", dtype=object)
-  stamps = np.zeros((len(histories), max_length), np.int64)
-  for row, (items, times) in enumerate(zip(histories, timestamps)):
-    history[row, :len(items)] = items
+  history = np.full((len(inputs), max_length), b"", dtype=object)
+  stamps = np.zeros((len(inputs), max_length), np.int64)
+  for row, (items, times) in enumerate(inputs):
+    history[row, :len(items)] = [item.encode() for item in items]
     stamps[row, :len(times)] = times
   return {"history": history.astype(bytes), "history_timestamps": stamps}
 

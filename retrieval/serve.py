@@ -26,8 +26,8 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
-from input_pipeline import schema
 from retrieval import artifact as artifact_lib
+from retrieval import job
 
 # Importing the ScaNN ops registers the kernels that artifacts with a ScaNN index need.
 from scann.scann_ops.py import scann_ops  # pylint: disable=unused-import,g-bad-import-order
@@ -93,24 +93,17 @@ def load_artifact(artifact_dir: str) -> Searcher:
 
 
 def test_user(data_dir: str, user_index: int = 0):
-  """One test user of a prepared data set, in raw ids.
+  """One test user of a prepared data set, as `job.test_users` reads it.
 
   Returns:
-    `(user_id, history, timestamps, targets)`: the model input `items[:target_start]`
-    with its timestamps, and the held-out `items[target_start:]`.
+    `(user_id, history, timestamps, targets)` in raw ids.
   """
   if user_index < 0:
     raise ValueError(f"user_index must be >= 0, got {user_index}.")
-  records = tf.data.TFRecordDataset(schema.split_files(data_dir, "test")).skip(user_index).take(1)
-  serialized = [r for r in records]
-  if not serialized:
+  users = job.test_users(data_dir, 1, first=user_index)
+  if not users:
     raise ValueError(f"The test split of {data_dir!r} has no user number {user_index}.")
-  features = schema.parse_timelines(tf.stack(serialized))
-  vocab = schema.read_vocab(data_dir)
-  start = int(features[schema.TARGET_START][0])
-  items = [vocab[i] for i in features[schema.ITEMS][0].numpy()]
-  times = [int(t) for t in features[schema.TIMESTAMPS][0].numpy()]
-  return features[schema.USER_ID][0].numpy().decode(), items[:start], times[:start], items[start:]
+  return users[0]
 
 
 def main(argv):
