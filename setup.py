@@ -12,7 +12,8 @@ setup(
     version="0.1.0",
     description="TF2 training system for sequential recommendation and embedding-based retrieval.",
     python_requires=">=3.10,<3.13",
-    packages=find_packages(include=["input_pipeline*", "models*", "trainer*", "retrieval*", "cluster*"]),
+    packages=find_packages(include=["common*", "input_pipeline*", "models*", "trainer*", "retrieval*",
+                                    "cluster*"]),
     install_requires=[
         "tensorflow==2.20.*",
         "tf-keras==2.20.*",

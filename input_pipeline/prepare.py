@@ -23,6 +23,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from common import files
 from input_pipeline import download
 from input_pipeline import schema
 from input_pipeline import splits
@@ -46,7 +47,9 @@ class PrepareConfig:
     dataset: "synthetic" (no input) or a reader name of `readers.DATASETS`.
     input_path: the raw file or folder (with `download`: where to download to).
     download: fetch the public data set first (`download.SOURCES`).
-    overwrite: replace an existing non-empty `output_dir`.
+    overwrite: replace a data set written earlier at `output_dir` (never a folder with
+      other files, the input's folder, the working or home directory: see
+      `common.files.ensure_replaceable`).
     num_shards: TFRecord files per split.
     min_user_events: drop users with fewer events (after the item filter).
     min_item_count: drop items with fewer interactions (0 keeps all).
@@ -98,7 +101,11 @@ def prepare_dataset(config: PrepareConfig) -> Dict[str, Any]:
   if config.num_shards < 1:
     raise ValueError(f"num_shards must be at least 1, got {config.num_shards}.")
   config.split.validate()
-  writer.check_output_dir(config.output_dir, overwrite=config.overwrite)
+  # The output must never be (or hold) what is read, the download folder included.
+  inputs = [config.input_path or (download.default_directory(config.dataset)
+                                  if config.download else None)]
+  files.ensure_replaceable(config.output_dir, schema.DATASET_OWNERSHIP,
+                           overwrite=config.overwrite, inputs=inputs)
   started = time.time()
   log = _read(config)
   read_seconds = time.time() - started
@@ -110,7 +117,8 @@ def prepare_dataset(config: PrepareConfig) -> Dict[str, Any]:
                            impression_timestamps=log.impression_timestamps,
                            has_timestamps=log.has_timestamps)
   num_events = log.num_events
-  with writer.atomic_directory(config.output_dir, overwrite=config.overwrite) as directory:
+  with files.replace_directory(config.output_dir, schema.DATASET_OWNERSHIP,
+                              overwrite=config.overwrite, inputs=inputs) as directory:
     stats = writer.write_dataset(
         directory, log, offsets=offsets, impression_offsets=impression_offsets, plan=plan,
         num_shards=config.num_shards,
@@ -132,7 +140,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                       "download to; default ~/.cache/deep_candidate_generation/DATASET).",
                       flag_values=f)
   flags.DEFINE_string("output_dir", None, "Dataset directory to create.", flag_values=f)
-  flags.DEFINE_boolean("overwrite", False, "Replace a non-empty --output_dir.", flag_values=f)
+  flags.DEFINE_boolean("overwrite", False, "Replace a data set that prepare wrote earlier at "
+                       "--output_dir (never a folder holding other files or the input).",
+                       flag_values=f)
   flags.DEFINE_boolean("download", False, f"Download the public data set first "
                        f"({sorted(download.SOURCES)}).", flag_values=f)
   flags.DEFINE_enum("split", schema.LEAVE_LAST_ONE_OUT, schema.SPLIT_PROTOCOLS,

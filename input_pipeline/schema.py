@@ -35,6 +35,8 @@ import json
 import os
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
 
+from common import files
+
 FORMAT_VERSION = 1
 
 STATS_FILE = "stats.json"
@@ -60,6 +62,22 @@ IMPRESSIONS = "impressions"  # int64 list: impressed-but-unclicked item indices
 IMPRESSION_TIMESTAMPS = "impression_timestamps"  # int64 list
 USER_FEATURES = "user_features"  # int64 list: indices into user_feature_vocab.tsv
 TARGET_START = "target_start"  # int64 scalar: first target position (see module doc)
+
+def _is_our_stats(path: str) -> bool:
+  try:
+    with open(path) as f:
+      return "format_version" in json.load(f)
+  except (OSError, ValueError, TypeError):
+    return False
+
+
+# What `prepare --overwrite` may replace: a directory with our stats.json and nothing
+# but the entries a prepared data set has (common/files.py).
+DATASET_OWNERSHIP = files.Ownership(
+    what="prepared data set", marker=STATS_FILE,
+    entries=frozenset({STATS_FILE, VOCAB_FILE, ITEM_FEATURES_FILE, ITEM_FEATURE_VOCAB_FILE,
+                       USER_FEATURE_VOCAB_FILE, *SPLITS}),
+    is_marker_ours=_is_our_stats)
 
 SEQUENCE_FEATURES = (ITEMS, TIMESTAMPS, FEEDBACK)
 INT_LIST_FEATURES = (ITEMS, TIMESTAMPS, IMPRESSIONS, IMPRESSION_TIMESTAMPS, USER_FEATURES)

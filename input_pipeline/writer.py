@@ -3,19 +3,16 @@
 Steps: re-index items by descending training count, write the vocabulary and feature
 tables, then each split's timelines as sharded TFRecords (encoded in batches by
 `example_encoder`), then stats.json. Everything goes to a temporary sibling directory
-that is renamed into place at the end (`atomic_directory`), so a failure never leaves a
-half-written dataset behind.
+that is renamed into place at the end (`common.files.replace_directory`), so a failure
+never leaves a half-written dataset behind.
 """
 
 import concurrent.futures
-import contextlib
 import dataclasses
 import os
 import queue
-import shutil
-import tempfile
 import time
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -36,44 +33,6 @@ _BATCH_RECORDS = 20_000
 _MAX_HEADER_BYTES = 9 * (8 + 21 + 4 * 5) + 6
 # Shards written at the same time (the target machine has 2 cores).
 _MAX_THREADS = 2
-
-
-def check_output_dir(path: str, *, overwrite: bool) -> None:
-  """Fails early when `path` is a file or a non-empty directory and `overwrite` is off."""
-  if os.path.exists(path):
-    if not os.path.isdir(path):
-      raise ValueError(f"--output_dir {path!r} exists and is a file; choose a directory path.")
-    if os.listdir(path) and not overwrite:
-      raise ValueError(f"--output_dir {path!r} exists and is not empty; pass --overwrite to "
-                       f"replace it, or choose another directory.")
-
-
-@contextlib.contextmanager
-def atomic_directory(path: str, *, overwrite: bool) -> Iterator[str]:
-  """Yields a temporary sibling of `path`; renames it to `path` if the block succeeds.
-
-  On any exception the temporary directory is removed and `path` is left untouched.
-  """
-  path = os.path.abspath(path)
-  check_output_dir(path, overwrite=overwrite)
-  parent, name = os.path.split(path)
-  os.makedirs(parent, exist_ok=True)
-  temporary = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
-  try:
-    yield temporary
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o777 & ~umask)  # mkdtemp makes it private
-    if os.path.exists(path):
-      retired = temporary + ".old"
-      os.rename(path, retired)
-      os.rename(temporary, path)
-      shutil.rmtree(retired)
-    else:
-      os.rename(temporary, path)
-  except BaseException:
-    shutil.rmtree(temporary, ignore_errors=True)
-    raise
 
 
 def _id_sort_keys(ids: pa.Array) -> np.ndarray:
@@ -301,7 +260,7 @@ def write_dataset(directory: str, log: EventLog, *, offsets: np.ndarray,
   the log must not be used for anything else afterwards.
 
   Args:
-    directory: where to write (normally the temporary directory of `atomic_directory`).
+    directory: where to write (normally the temporary directory of `replace_directory`).
     log: the filtered log, sorted into timelines (`sort_into_timelines`).
     offsets: `[num_users + 1]` event offsets per user.
     impression_offsets: `[num_users + 1]` impression offsets per user.

@@ -8,12 +8,11 @@ its user model with an index (`retrieval/index.py`) into one serving function;
 import json
 import math
 import os
-import shutil
-import tempfile
 from typing import Dict, Optional, Tuple
 
 import tensorflow as tf
 
+from common import files
 from retrieval import index as index_lib
 
 SERVING_SIGNATURE = "serving_default"
@@ -29,6 +28,13 @@ EMBEDDINGS = "embeddings"
 SCORES = "scores"
 
 _SAVED_MODEL_FILE = "saved_model.pb"
+
+# What the index job may replace at OUTPUT_DIR/artifact (common/files.py): a SavedModel
+# directory holding our retrieval_meta.json and nothing else.
+ARTIFACT_OWNERSHIP = files.Ownership(
+    what="retrieval artifact", marker=ARTIFACT_META_FILE,
+    entries=frozenset({_SAVED_MODEL_FILE, "fingerprint.pb", "variables", "assets",
+                       "assets.extra"}))
 
 
 def resolve_export_dir(export_dir: str) -> str:
@@ -184,30 +190,18 @@ class RetrievalArtifact(tf.Module):
 
 
 def save_artifact(artifact: RetrievalArtifact, path: str, meta: Optional[Dict] = None) -> None:
-  """Writes the artifact SavedModel to `path`, replacing an older one atomically.
+  """Writes the artifact SavedModel to `path`, replacing an older artifact atomically.
 
   The SavedModel is written to a temporary sibling directory and renamed, so a crash
-  never leaves a half-written artifact at `path`.
+  never leaves a half-written artifact at `path`; an existing `path` is replaced only
+  when it is an artifact written by this job (`ARTIFACT_OWNERSHIP`) or empty.
   """
-  parent = os.path.dirname(os.path.abspath(path))
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".artifact-tmp-", dir=parent)
-  try:
+  with files.replace_directory(path, ARTIFACT_OWNERSHIP, overwrite=True,
+                               flag="--output_dir's artifact/") as tmp:
     tf.saved_model.save(
         artifact, tmp, signatures={SERVING_SIGNATURE: artifact.serving_fn()},
         # ScaNN's ops live in the "Scann" namespace, which SavedModel refuses by default.
         options=tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]))
-    os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
-    with open(os.path.join(tmp, ARTIFACT_META_FILE), "w") as f:
-      json.dump({"k": artifact.k, "exclude_history": artifact.exclude_history,
-                 "index": artifact.index.config(), **(meta or {})}, f, indent=2, sort_keys=True)
-    old = None
-    if os.path.exists(path):
-      old = tempfile.mkdtemp(prefix=".artifact-old-", dir=parent)
-      os.rename(path, os.path.join(old, "artifact"))
-    os.rename(tmp, path)
-    if old:
-      shutil.rmtree(old)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
+    files.write_json(os.path.join(tmp, ARTIFACT_META_FILE),
+                     {"k": artifact.k, "exclude_history": artifact.exclude_history,
+                      "index": artifact.index.config(), **(meta or {})})

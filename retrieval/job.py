@@ -22,7 +22,6 @@ multi-interest model. A recall@100 of 0.95 means that on average 95 of the exact
 """
 
 import dataclasses
-import json
 import os
 import time
 from typing import Any, Dict, List, Optional, Tuple
@@ -31,6 +30,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from common import files
 from input_pipeline import schema
 from retrieval import artifact as artifact_lib
 from retrieval import index as index_lib
@@ -227,6 +227,10 @@ def _evaluate(config: JobConfig, export, artifact, item_ids, embeddings, meta) -
 def run_index_job(config: JobConfig) -> Dict[str, Any]:
   """Builds, measures and writes the retrieval artifact; returns the report."""
   export_path = artifact_lib.resolve_export_dir(config.export_dir)
+  artifact_path = os.path.abspath(os.path.join(config.output_dir, ARTIFACT_SUBDIR))
+  # Before the slow part: OUTPUT_DIR/artifact is replaced only if it is ours.
+  files.ensure_replaceable(artifact_path, artifact_lib.ARTIFACT_OWNERSHIP, overwrite=True,
+                           inputs=[export_path], flag="--output_dir's artifact/")
   logging.info("Loading export %s", export_path)
   export = artifact_lib.load_export(export_path)
   meta = artifact_lib.read_export_meta(export_path)
@@ -243,7 +247,7 @@ def run_index_job(config: JobConfig) -> Dict[str, Any]:
 
   report = {
       "export_path": os.path.abspath(export_path),
-      "artifact_path": os.path.abspath(os.path.join(config.output_dir, ARTIFACT_SUBDIR)),
+      "artifact_path": artifact_path,
       "num_items": num_items,
       "dim": dim,
       "k": config.k,
@@ -261,8 +265,6 @@ def run_index_job(config: JobConfig) -> Dict[str, Any]:
   artifact_lib.save_artifact(artifact, report["artifact_path"],
                              meta={"export_path": report["export_path"], "export_meta": meta})
   report_path = os.path.join(config.output_dir, REPORT_FILE)
-  with open(report_path + ".tmp", "w") as f:
-    json.dump(report, f, indent=2, sort_keys=True)
-  os.replace(report_path + ".tmp", report_path)
+  files.write_json(report_path, report)
   logging.info("Wrote %s", report_path)
   return report

@@ -41,8 +41,6 @@ S3-Rec protocol.
 """
 
 import dataclasses
-import json
-import os
 import time
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
@@ -50,6 +48,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from common import files
 from input_pipeline import schema
 from input_pipeline.samples import EVAL_EXCLUDE, EVAL_TARGETS
 from models import base
@@ -396,12 +395,7 @@ def write_metrics(result: EvalResult, path: str,
   if clash:
     raise ValueError(f"extra entries {clash} would overwrite the evaluation result's own keys.")
   record.update(extra or {})
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  temporary = f"{path}.tmp-{os.getpid()}"
-  with open(temporary, "w") as f:
-    json.dump(record, f, indent=2, sort_keys=True)
-  os.replace(temporary, path)
+  files.write_json(path, record)
   logging.info("wrote evaluation metrics to %s", path)
 
 

@@ -36,9 +36,7 @@ variables and two `tf.function`s, so loading needs only TensorFlow
 """
 
 import dataclasses
-import json
 import os
-import shutil
 import time
 from typing import Any, Dict, Optional
 
@@ -46,6 +44,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from common import files
 from input_pipeline import schema
 from models import base
 
@@ -230,24 +229,14 @@ def export_saved_model(
   }
 
   export_base = os.path.join(model_dir, EXPORT_SUBDIR)
-  tf.io.gfile.makedirs(export_base)
   final_dir = _next_export_dir(export_base)
-  # A crash leaves only a hidden temporary directory, never a half export under a
-  # timestamp that the index job would pick up.
-  temporary_dir = os.path.join(export_base, f".tmp-{os.path.basename(final_dir)}-{os.getpid()}")
-  try:
+  # A crash leaves only a hidden temporary directory (removed by the next export), never
+  # a half export under a timestamp that the index job would pick up.
+  with files.replace_directory(final_dir, flag="export") as temporary_dir:
     tf.saved_model.save(root, temporary_dir, signatures={
         SERVING_SIGNATURE: root.serve.get_concrete_function(),
         ITEM_EMBEDDINGS_SIGNATURE: root.item_embeddings.get_concrete_function()})
-    meta_path = os.path.join(temporary_dir, META_FILE)
-    tf.io.gfile.makedirs(os.path.dirname(meta_path))
-    with tf.io.gfile.GFile(meta_path, "w") as f:
-      json.dump(meta, f, indent=2, sort_keys=True, default=str)
-    tf.io.gfile.rename(temporary_dir, final_dir)
-  except BaseException:
-    if tf.io.gfile.exists(temporary_dir):
-      shutil.rmtree(temporary_dir, ignore_errors=True)
-    raise
+    files.write_json(os.path.join(temporary_dir, META_FILE), meta, default=str)
   logging.info("exported %s (%d items, %d x %d user vectors) from %s to %s", model_name, num_items,
                meta["num_vectors"], meta["dim"], checkpoint_path, final_dir)
   return final_dir

@@ -151,15 +151,78 @@ def test_no_test_event_leaks_into_train(tmp_path, protocol):
       assert targets.min() >= t1 and targets.max() < t2
 
 
-def test_refuses_non_empty_output_dir_unless_overwrite(tmp_path):
+def _tree(path):
+  """relative path -> bytes of every file under `path`."""
+  tree = {}
+  for root, _, names in os.walk(path):
+    for name in names:
+      full = os.path.join(root, name)
+      with open(full, "rb") as f:
+        tree[os.path.relpath(full, path)] = f.read()
+  return tree
+
+
+def test_overwrite_replaces_only_a_data_set_written_by_prepare(tmp_path):
+  output = tmp_path / "data"
+  _prepare(output)
+  with pytest.raises(ValueError, match="not empty; pass --overwrite"):
+    _prepare(output)
+  (output / schema.VOCAB_FILE).write_text("stale")
+  _prepare(output, overwrite=True)
+  assert (output / schema.VOCAB_FILE).read_text().startswith("index\titem_id\tcount\n")
+  assert sorted(os.listdir(tmp_path)) == ["data"]
+
+
+def test_overwrite_never_deletes_foreign_files(tmp_path):
   output = tmp_path / "data"
   output.mkdir()
   (output / "keep.txt").write_text("mine")
-  with pytest.raises(ValueError, match="not empty; pass --overwrite"):
-    _prepare(output)
-  assert sorted(os.listdir(output)) == ["keep.txt"]
-  _prepare(output, overwrite=True)
-  assert "keep.txt" not in os.listdir(output) and "stats.json" in os.listdir(output)
+  with pytest.raises(ValueError, match="not a prepared data set written by this project"):
+    _prepare(output, overwrite=True)
+  _prepare(tmp_path / "prepared")
+  (tmp_path / "prepared" / "notes.txt").write_text("mine")
+  before = _tree(tmp_path / "prepared")
+  with pytest.raises(ValueError, match=r"other entries \(notes.txt\)"):
+    _prepare(tmp_path / "prepared", overwrite=True)
+  assert _tree(tmp_path / "prepared") == before and (output / "keep.txt").read_text() == "mine"
+
+
+def test_overwrite_never_deletes_the_input_folder(tmp_path):
+  folder = tmp_path / "logs"
+  folder.mkdir()
+  log = folder / "log.csv"
+  log.write_text("user,item,timestamp\nu1,a,1\nu1,b,2\nu1,c,3\n")
+  (folder / "other.txt").write_text("mine")
+  # Even a folder that looks like a data set of ours is refused when it holds the input.
+  (folder / schema.STATS_FILE).write_text('{"format_version": 1}')
+  before = _tree(folder)
+  for output in (folder, tmp_path):
+    with pytest.raises(ValueError, match="holds the job's input"):
+      prepare_dataset(PrepareConfig(output_dir=str(output), dataset="csv", input_path=str(log),
+                                    overwrite=True))
+  assert _tree(folder) == before
+
+
+def test_overwrite_never_deletes_the_working_directory(tmp_path, monkeypatch):
+  _prepare(tmp_path / "data")
+  monkeypatch.chdir(tmp_path / "data")
+  before = _tree(tmp_path)
+  for output in (".", "..", str(tmp_path)):
+    with pytest.raises(ValueError, match="working directory"):
+      _prepare(output, overwrite=True)
+  assert _tree(tmp_path) == before
+
+
+def test_a_killed_prepare_leaves_nothing_after_the_next_run(tmp_path):
+  # A prepare killed mid-write leaves its hidden temporary directory; the next run
+  # into the same output removes it once its process is gone.
+  code = ("import os, sys; from common import files\n"
+          "with files.replace_directory(sys.argv[1]) as t:\n"
+          "  open(os.path.join(t, 'half'), 'w').close(); os._exit(9)\n")
+  result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "data")],
+                          cwd=os.path.dirname(os.path.dirname(prepare.__file__)))
+  assert result.returncode == 9 and len(os.listdir(tmp_path)) == 1
+  _prepare(tmp_path / "data")
   assert sorted(os.listdir(tmp_path)) == ["data"]
 
 

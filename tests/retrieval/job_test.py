@@ -1,5 +1,6 @@
 """End-to-end tests of the index job on the toy export (tests/retrieval/toy_export.py)."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -63,6 +64,25 @@ def test_brute_force_artifact_equals_numpy(tmp_path, exclude_history):
   # are in the unmasked list (so the masked test really removes something).
   assert exclude_history or {"item3", "item17", "item8", "item0", "item39"} & set(ids.flat)
   np.testing.assert_allclose(scores, want_scores, rtol=1e-5)
+
+
+def test_replaces_its_own_artifact_but_never_a_foreign_folder(tmp_path):
+  item_ids, embeddings = _catalog(20, 3, seed=2)
+  toy_export.write_toy_export(str(tmp_path / "export"), item_ids, embeddings)
+  config = job.JobConfig(export_dir=str(tmp_path / "export"), output_dir=str(tmp_path / "out"),
+                         k=3, num_eval_queries=0)
+  first = job.run_index_job(config)
+  stamp = os.path.getmtime(os.path.join(first["artifact_path"], "saved_model.pb"))
+  second = job.run_index_job(config)  # our own artifact: replaced
+  assert os.path.getmtime(os.path.join(second["artifact_path"], "saved_model.pb")) >= stamp
+  assert sorted(os.listdir(tmp_path / "out")) == ["artifact", "index_report.json"]
+
+  foreign = tmp_path / "mine" / "artifact"
+  foreign.mkdir(parents=True)
+  (foreign / "model.bin").write_bytes(b"not ours")
+  with pytest.raises(ValueError, match="not a retrieval artifact written by this project"):
+    job.run_index_job(dataclasses.replace(config, output_dir=str(tmp_path / "mine")))
+  assert os.listdir(foreign) == ["model.bin"] and (foreign / "model.bin").read_bytes() == b"not ours"
 
 
 def test_identical_interests_are_deduplicated(tmp_path):
