@@ -21,7 +21,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -29,9 +28,10 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from absl import app
 from absl import flags
 from absl import logging
+
+from common import cli
 
 CHIEF = "chief"
 WORKER = "worker"
@@ -215,20 +215,11 @@ def main(argv):
   sys.exit(run_cluster(config_from_flags(argv[1:])))
 
 
-def _interrupt_on_sigterm():
-  """SIGTERM stops the launcher like Ctrl-C: through `run_cluster`'s clean-up."""
-
-  def handler(signum, frame):
-    del signum, frame
-    raise KeyboardInterrupt("SIGTERM")
-
-  signal.signal(signal.SIGTERM, handler)
-
-
 def run():
-  """Console-script entry point (`dcg-local-cluster`)."""
-  _interrupt_on_sigterm()
-  app.run(main)
+  """Console-script entry point (`dcg-local-cluster`); a bad flag value ends it with one
+  line `error: ...` and exit status 2 (`common.cli`)."""
+  cli.interrupt_on_sigterm()  # stops the launcher through run_cluster's clean-up
+  cli.run(main)
 
 
 if __name__ == "__main__":

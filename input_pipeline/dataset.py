@@ -1,13 +1,15 @@
 """Streaming tf.data input: timeline shards -> bucketed, padded model batches.
 
-`make_dataset(config, input_context)` is the `dataset_fn` that every strategy calls:
+`make_dataset(config, sample_spec, data, input_context)` is the `dataset_fn` that every
+strategy calls (bound to everything but the input context):
 
     files (this input pipeline's share, shuffled per epoch) -> interleave(TFRecordDataset)
       -> shuffle timelines in chunks -> batch into blocks
-      -> parse + build samples, vectorized per block (`input_pipeline.samples`)
-      -> rebatch into windows of `window_batches` batches
+      -> parse + build the model's samples (its `samples.SampleSpec`), vectorized per block
+          -> rebatch into windows of `window_batches` batches
       -> per window: shuffle samples, [bucketing] stable-sort by length bucket, cut into
-         batches, shuffle the batches -> pad each batch -> prefetch
+         batches, shuffle the batches -> pad each batch (each feature with its declared
+         padding) -> prefetch
 
 No user function runs per sample: tf.data pays tens of microseconds per function call
 on small machines, more than building a sample costs, and `unbatch -> shuffle ->
@@ -28,14 +30,15 @@ would give every worker the same order.
 
 import dataclasses
 import re
-from typing import List, NamedTuple, Optional, Tuple
+from typing import List, Optional, Tuple
 
 from absl import logging
 import tensorflow as tf
 
+from common import names
 from input_pipeline import samples
 from input_pipeline import schema
-from models import base
+from input_pipeline.data_spec import DataSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,9 +49,8 @@ class InputConfig:
     data_dir: a dataset directory written by `python -m input_pipeline.prepare`.
     split: "train", "valid" or "test".
     batch_size: global batch size; each input pipeline gets the per-replica share.
-    max_length: most history items per sample (the most recent ones).
-    sample_builder: name of a builder in `input_pipeline.samples` (see `samples.names()`).
-    num_labels: labels per sample for the `next_k` builder.
+    evaluation: build evaluation samples (one per user, with the held-out targets;
+      `SampleSpec.evaluation_batch`) instead of the model's training samples.
     shuffle: shuffle files, timelines, samples and batches (off for evaluation).
     shuffle_buffer: timelines are shuffled in chunks of this many.
     window_batches: samples are shuffled and bucketed within windows of this many
@@ -61,7 +63,7 @@ class InputConfig:
       ParameterServerStrategy's scheduled steps want).
     bucketing: batch similar history lengths together and pad each batch to its
       bucket boundary; off pads histories to max_length (static shapes).
-    bucket_boundaries: increasing pad widths below max_length (max_length itself is
+    bucket_boundaries: increasing pad widths below the model's max_length (which is
       always the last one); empty means `default_boundaries(max_length)`.
     drop_remainder: drop the last partial batch.
     deterministic: produce elements in a reproducible order (parallel interleave and
@@ -72,9 +74,7 @@ class InputConfig:
   data_dir: str
   split: str = "train"
   batch_size: int = 256
-  max_length: int = 50
-  sample_builder: str = "all_prefixes"
-  num_labels: int = 5
+  evaluation: bool = False
   shuffle: bool = True
   shuffle_buffer: int = 1024
   window_batches: int = 32
@@ -89,26 +89,11 @@ class InputConfig:
 
 
 def eval_config(data_dir: str, split: str = "valid", **overrides) -> InputConfig:
-  """An `InputConfig` for full-catalog evaluation: one pass, in order, `evaluation` builder."""
-  settings = dict(data_dir=data_dir, split=split, sample_builder="evaluation", shuffle=False,
+  """An `InputConfig` for full-catalog evaluation: one pass, in order, evaluation samples."""
+  settings = dict(data_dir=data_dir, split=split, evaluation=True, shuffle=False,
                   num_epochs=1, deterministic=True)
   settings.update(overrides)
   return InputConfig(**settings)
-
-
-class ItemSpace(NamedTuple):
-  """The special item indices of a dataset (see `input_pipeline.schema`)."""
-  num_items: int
-  oov_id: int
-  pad_id: int
-  embedding_rows: int
-
-
-def item_space(data_dir: str) -> ItemSpace:
-  """Reads num_items from DIR/stats.json and derives the OOV and padding ids."""
-  num_items = int(schema.read_stats(data_dir)["num_items"])
-  return ItemSpace(num_items, schema.oov_id(num_items), schema.pad_id(num_items),
-                   schema.embedding_rows(num_items))
 
 
 def corrupt_shards(data_dir: str) -> List[str]:
@@ -136,46 +121,59 @@ def default_boundaries(max_length: int) -> Tuple[int, ...]:
   return tuple(sorted({-(-max_length // d) for d in (8, 4, 2, 1)}))
 
 
-def bucket_boundaries(config: InputConfig) -> Tuple[int, ...]:
+def bucket_boundaries(config: InputConfig, max_length: int) -> Tuple[int, ...]:
   """The pad widths a batch rounds its longest history up to; the last is max_length."""
   if not config.bucketing:
-    return (config.max_length,)
+    return (max_length,)
   if not config.bucket_boundaries:
-    return default_boundaries(config.max_length)
-  return tuple(config.bucket_boundaries) + (config.max_length,)
+    return default_boundaries(max_length)
+  if config.bucket_boundaries[-1] >= max_length:
+    raise ValueError(f"InputConfig.bucket_boundaries {config.bucket_boundaries} must stay below "
+                     f"the model's max_length {max_length}, which is always the last boundary.")
+  return tuple(config.bucket_boundaries) + (max_length,)
 
 
-def make_dataset(config: InputConfig,
+def make_dataset(config: InputConfig, sample_spec: samples.SampleSpec, data: DataSpec,
                  input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
-  """Streams one split as batches of model features.
+  """Streams one split as batches of a model's features.
 
   Args:
     config: what to read and how to batch it.
+    sample_spec: the model's `sample_spec()`: which features to build, their padding,
+      and how training samples are cut.
+    data: the data set's description (`input_pipeline.data_spec.read(config.data_dir)`).
     input_context: given by `strategy.distribute_datasets_from_function` (also inside
       `ClusterCoordinator.create_per_worker_dataset`): this pipeline reads only its
       share of the files and batches `input_context.get_per_replica_batch_size`.
 
   Returns:
-    A dataset of feature dicts: `models.base` keys HISTORY `[batch, len]` (pad_id
-    padded), HISTORY_LENGTH `[batch]`, HISTORY_TIMESTAMPS `[batch, len]` (0 padded),
-    plus the builder's keys (LABELS `[batch, steps]` for training builders;
-    `samples.EVAL_TARGETS` and `samples.EVAL_EXCLUDE` for `evaluation`). `len` is a
-    bucket boundary (max_length without bucketing).
+    A dataset of feature dicts: the model's declared features and, in training, its
+    labels (`sample_spec.specs(training=True)`), or the evaluation targets
+    EVAL_TARGETS and EVAL_EXCLUDE (`evaluation=True`), every ragged feature padded to a
+    dense `[batch, width]` with its declared padding value. The history's `width` is a
+    bucket boundary (the model's max_length without bucketing).
 
   Raises:
     FileNotFoundError: data_dir is not a prepared dataset or the split has no shards.
-    ValueError: bad config values, an unknown builder, or an empty split.
+    ValueError: bad config values, or an empty split.
   """
-  _check(config)
-  builder = samples.lookup(config.sample_builder)
-  pad_id = item_space(config.data_dir).pad_id
-  params = samples.SampleParams(max_length=config.max_length, pad_id=pad_id,
-                                num_labels=config.num_labels)
-  boundaries = bucket_boundaries(config)
+  _check(config, data)
+  pad_id = data.pad_id
+  kinds = {"evaluation": True} if config.evaluation else {"training": True}
+  paddings = sample_spec.paddings(data, **kinds)
+  declared = sample_spec.specs(**kinds)
+  boundaries = bucket_boundaries(config, sample_spec.max_length)
   batch_size = config.batch_size
   if input_context is not None:
     batch_size = input_context.get_per_replica_batch_size(config.batch_size)
   key = _shuffle_key(config, input_context) if config.shuffle else None
+
+  def build(serialized):
+    timelines = schema.parse_timelines(serialized)
+    features = (sample_spec.evaluation_batch(timelines) if config.evaluation
+                else sample_spec.training_batch(timelines, pad_id))
+    samples.check_specs(features, declared)  # at trace time: the declaration is the truth
+    return features
 
   # The map functions use Python control flow on static values only: skipping
   # AutoGraph's conversion halves the time to build the dataset.
@@ -185,8 +183,7 @@ def make_dataset(config: InputConfig,
     dataset = dataset.batch(config.shuffle_buffer).enumerate().map(
         no_autograph(lambda index, chunk: _shuffle_chunk(chunk, key, index))).unbatch()
   dataset = dataset.batch(config.timelines_per_block).map(
-      no_autograph(lambda serialized: builder(schema.parse_timelines(serialized), params)),
-      num_parallel_calls=tf.data.AUTOTUNE)
+      no_autograph(build), num_parallel_calls=tf.data.AUTOTUNE)
   if config.shuffle or config.bucketing:
     dataset = dataset.rebatch(batch_size * config.window_batches).enumerate().map(no_autograph(
         lambda index, features: split_window(features, batch_size, boundaries,
@@ -194,36 +191,30 @@ def make_dataset(config: InputConfig,
                                              key, index))).unbatch()
   else:
     dataset = dataset.rebatch(batch_size, drop_remainder=config.drop_remainder)
-  dataset = dataset.map(no_autograph(lambda features: pad_batch(features, pad_id, boundaries)),
+  dataset = dataset.map(no_autograph(lambda features: pad_batch(features, paddings, boundaries)),
                         num_parallel_calls=tf.data.AUTOTUNE)
   options = tf.data.Options()
   options.deterministic = config.deterministic
   return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-def _check(config: InputConfig) -> None:
+def _check(config: InputConfig, data: DataSpec) -> None:
   """Turns bad configs into errors that say what to change."""
   if config.split not in schema.SPLITS:
     raise ValueError(f"Unknown split {config.split!r}; expected one of {schema.SPLITS}.")
-  for name in ("batch_size", "max_length", "num_labels", "shuffle_buffer", "window_batches",
-               "timelines_per_block", "cycle_length"):
+  for name in ("batch_size", "shuffle_buffer", "window_batches", "timelines_per_block",
+               "cycle_length"):
     if getattr(config, name) < 1:
       raise ValueError(f"InputConfig.{name} must be positive, got {getattr(config, name)}.")
   if config.num_epochs is not None and config.num_epochs < 1:
     raise ValueError(f"InputConfig.num_epochs must be positive or None (forever), got "
                      f"{config.num_epochs}.")
   bounds = config.bucket_boundaries
-  if bounds and (bounds[0] < 1 or bounds[-1] >= config.max_length or
-                 any(a >= b for a, b in zip(bounds, bounds[1:]))):
-    raise ValueError(f"InputConfig.bucket_boundaries must be strictly increasing widths in "
-                     f"[1, max_length={config.max_length}), got {bounds}; max_length is "
+  if bounds and (bounds[0] < 1 or any(a >= b for a, b in zip(bounds, bounds[1:]))):
+    raise ValueError(f"InputConfig.bucket_boundaries must be strictly increasing positive "
+                     f"widths below the model's max_length, got {bounds}; max_length is "
                      f"always the last boundary.")
-  samples.lookup(config.sample_builder)
-  if not tf.io.gfile.isdir(config.data_dir):
-    raise FileNotFoundError(
-        f"Data directory {config.data_dir!r} does not exist. Create it with "
-        f"`python -m input_pipeline.prepare --dataset=synthetic --output_dir={config.data_dir}`.")
-  split_stats = schema.read_stats(config.data_dir).get("splits", {}).get(config.split, {})
+  split_stats = data.stats.get("splits", {}).get(config.split, {})
   if split_stats.get("num_users", 1) == 0:
     raise ValueError(f"Split {config.split!r} of {config.data_dir!r} is empty (stats.json: "
                      f"{split_stats}); re-run prepare with less filtering or another split.")
@@ -304,10 +295,10 @@ def split_window(features: samples.Features, batch_size: int, boundaries: Tuple[
   not cycle short to long. Every batch has `batch_size` samples except one partial
   batch of the final window of a finite dataset (dropped with `drop_remainder`).
   """
-  n = tf.size(features[base.HISTORY_LENGTH], out_type=tf.int64)
+  n = tf.size(features[names.HISTORY_LENGTH], out_type=tf.int64)
   order = tf.range(n) if key is None else _permutation(n, key, _WINDOWS, index)
   if bucketing:
-    buckets = _bucket_index(tf.gather(features[base.HISTORY_LENGTH], order), boundaries)
+    buckets = _bucket_index(tf.gather(features[names.HISTORY_LENGTH], order), boundaries)
     order = tf.gather(order, tf.argsort(buckets, stable=True))
   full, rest = n // batch_size, n % batch_size
   sizes = tf.fill([full], tf.constant(batch_size, tf.int64))
@@ -324,26 +315,21 @@ def split_window(features: samples.Features, batch_size: int, boundaries: Tuple[
   return batches
 
 
-def pad_batch(features: samples.Features, pad_id: int,
-              boundaries: Tuple[int, ...]) -> samples.Features:
-  """Pads each ragged feature `[batch, None]` to a dense `[batch, width]`.
+def pad_batch(features: samples.Features, paddings, boundaries: Tuple[int, ...]) -> samples.Features:
+  """Pads each ragged feature `[batch, None]` to a dense `[batch, width]` (`samples.pad`).
 
-  `width` is the smallest boundary holding the batch's longest row; rows longer
-  than the last boundary (eval_exclude can be) round up to a multiple of it, so
-  there are few distinct shapes to trace. Item keys pad with pad_id, others with 0.
+  `width` is the smallest boundary holding the batch's longest row; rows longer than
+  the last boundary (eval_exclude can be) round up to a multiple of it, so there are
+  few distinct shapes to trace. Each feature pads with its declared value.
   """
-  padded = {}
-  for key, value in features.items():
-    if isinstance(value, tf.RaggedTensor):
-      longest = tf.reduce_max(value.row_lengths())
-      last = tf.constant(boundaries[-1], tf.int64)
-      width = tf.where(longest <= last,
-                       tf.gather(tf.constant(boundaries, tf.int64),
-                                 tf.minimum(_bucket_index(longest, boundaries),
-                                            len(boundaries) - 1)),
-                       (longest + last - 1) // last * last)
-      fill = pad_id if key in samples.ITEM_KEYS else 0
-      value = value.to_tensor(default_value=tf.cast(fill, value.dtype),
-                              shape=tf.stack([tf.constant(-1, tf.int64), width]))
-    padded[key] = value
-  return padded
+  bounds = tf.constant(boundaries, tf.int64)
+  last = tf.constant(boundaries[-1], tf.int64)
+
+  def width_of(value):
+    longest = tf.reduce_max(value.row_lengths())
+    return tf.where(longest <= last,
+                    tf.gather(bounds, tf.minimum(_bucket_index(longest, boundaries),
+                                                 len(boundaries) - 1)),
+                    (longest + last - 1) // last * last)
+
+  return samples.pad(features, paddings, width_of)

@@ -23,6 +23,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from common import cli  # before TensorFlow is imported: quiets its C++ start-up logs
 from common import files
 from input_pipeline import download
 from input_pipeline import schema
@@ -215,9 +216,10 @@ def main(argv) -> None:
 
 
 def run() -> None:
-  """Console script `dcg-prepare`."""
+  """Console script `dcg-prepare`; a mistake in the input or flags ends it with one line
+  `error: ...` and exit status 2 (`common.cli`)."""
   define_flags()
-  app.run(main)
+  cli.run(main)
 
 
 if __name__ == "__main__":

@@ -122,6 +122,28 @@ def split_files(data_dir: str, split: str) -> list:
   return files
 
 
+def check_shards(data_dir: str, stats: Mapping[str, Any]) -> None:
+  """Raises FileNotFoundError unless every shard that stats.json lists is present.
+
+  A deleted shard would otherwise go unnoticed (a split read from the shards that are
+  left); the trainer checks at start, before any work.
+  """
+  missing = []
+  for split, split_stats in sorted(stats.get("splits", {}).items()):
+    num_shards = split_stats.get("num_shards")
+    if not num_shards or split not in SPLITS:
+      continue
+    for shard in range(num_shards):
+      path = os.path.join(split_dir(data_dir, split), shard_name(shard, num_shards))
+      if not os.path.exists(path):
+        missing.append(os.path.relpath(path, data_dir))
+  if missing:
+    shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    raise FileNotFoundError(
+        f"The data set {data_dir!r} lacks {len(missing)} of the shards its {STATS_FILE} lists "
+        f"({shown}). Restore them, or re-run prepare to rewrite the data set.")
+
+
 def encode_timeline(
     *,
     user_id: str,
@@ -205,6 +227,10 @@ def write_stats(data_dir: str, stats: Mapping[str, Any]) -> None:
     json.dump({"format_version": FORMAT_VERSION, **stats}, f, indent=2, sort_keys=True)
 
 
+# Entries every reader of stats.json relies on.
+REQUIRED_STATS = ("format_version", "split", "num_items")
+
+
 def read_stats(data_dir: str) -> Dict[str, Any]:
   """Reads stats.json and checks the format version.
 
@@ -218,15 +244,29 @@ def read_stats(data_dir: str) -> Dict[str, Any]:
         f"{path!r} not found: {data_dir!r} is not a prepared dataset directory. Create one with "
         f"`python -m input_pipeline.prepare --dataset=synthetic --output_dir={data_dir}`.")
   with open(path) as f:
-    stats = json.load(f)
+    try:
+      stats = json.load(f)
+    except ValueError as e:
+      raise ValueError(f"{path} is not valid JSON ({e}); the file is damaged. Re-run prepare "
+                       f"to rewrite the data set.") from None
+  if not isinstance(stats, dict):
+    raise ValueError(f"{path} holds a JSON {type(stats).__name__}, expected an object. Re-run "
+                     f"prepare to rewrite the data set.")
   version = stats.get("format_version")
   if version != FORMAT_VERSION:
     raise ValueError(f"{path!r} has format version {version!r}, this code reads version "
                      f"{FORMAT_VERSION}. Re-run prepare to rewrite the dataset.")
+  missing = [key for key in REQUIRED_STATS if key not in stats]
+  if missing:
+    raise ValueError(f"{path} lacks the entries {missing}; the file is damaged or was not "
+                     f"written by prepare. Re-run prepare to rewrite the data set.")
+  if not isinstance(stats["num_items"], int) or stats["num_items"] < 1:
+    raise ValueError(f"{path}: num_items must be a positive integer, got "
+                     f"{stats['num_items']!r}. Re-run prepare to rewrite the data set.")
   return stats
 
 
-def _read_vocab_rows(data_dir: str) -> list:
+def read_vocab_rows(data_dir: str) -> list:
   """`(raw_id, count)` per item index, with the header and the index order checked."""
   path = os.path.join(data_dir, VOCAB_FILE)
   rows = []
@@ -235,21 +275,22 @@ def _read_vocab_rows(data_dir: str) -> list:
     if header.rstrip("\n").split("\t") != ["index", "item_id", "count"]:
       raise ValueError(f"{path!r}: expected the header 'index<TAB>item_id<TAB>count', got {header!r}.")
     for line_number, line in enumerate(f, start=2):
-      index, raw_id, count = line.rstrip("\n").split("\t")
-      if int(index) != len(rows):
-        raise ValueError(f"{path}:{line_number}: expected index {len(rows)}, got {index}.")
-      rows.append((raw_id, int(count)))
+      fields = line.rstrip("\n").split("\t")
+      if len(fields) != 3 or fields[0] != str(len(rows)) or not fields[2].isdigit():
+        raise ValueError(f"{path}:{line_number}: expected 'index<TAB>item_id<TAB>count' with index "
+                         f"{len(rows)}, got {line[:100]!r}. Re-run prepare to rewrite the data set.")
+      rows.append((fields[1], int(fields[2])))
   return rows
 
 
 def read_vocab(data_dir: str) -> list:
   """Raw item ids in index order (row i of vocab.tsv is item index i)."""
-  return [raw_id for raw_id, _ in _read_vocab_rows(data_dir)]
+  return [raw_id for raw_id, _ in read_vocab_rows(data_dir)]
 
 
 def read_vocab_counts(data_dir: str) -> list:
   """Training counts in index order (row i of vocab.tsv is item index i)."""
-  return [count for _, count in _read_vocab_rows(data_dir)]
+  return [count for _, count in read_vocab_rows(data_dir)]
 
 
 def read_item_features(data_dir: str, num_items: int) -> list:

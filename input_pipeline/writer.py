@@ -12,13 +12,14 @@ import dataclasses
 import os
 import queue
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from absl import logging
 
+from common import cli
 from input_pipeline import example_encoder
 from input_pipeline import schema
 from input_pipeline.readers.event_log import EventLog, FeatureTable, ranges
@@ -186,8 +187,10 @@ def _write_batch(tf_writer, encoded: _EncodedLog, split: str, target_starts: np.
 
 
 def _write_shard(path: str, encoded: _EncodedLog, split: str, plan: SplitPlan,
-                 users: np.ndarray, slots: "queue.Queue[int]") -> None:
-  """Writes the `split` timelines of `users` to one TFRecord file, batch by batch."""
+                 users: np.ndarray, slots: "queue.Queue[int]",
+                 advance: Callable[[int], None]) -> None:
+  """Writes the `split` timelines of `users` to one TFRecord file, batch by batch, passing
+  the rows (events and impressions) of each batch to `advance`."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top  (only for TFRecord writing)
 
   rows = np.cumsum(plan.ends[split][users] + plan.impression_ends[split][users])
@@ -201,6 +204,7 @@ def _write_shard(path: str, encoded: _EncodedLog, split: str, plan: SplitPlan,
         stop = int(np.searchsorted(rows, done + _BATCH_ROWS, side="right"))
         stop = min(max(stop, first + 1), first + _BATCH_RECORDS)
         _write_batch(tf_writer, encoded, split, plan.target_starts[split], users[first:stop], slot)
+        advance(int(rows[stop - 1] - done))
         first = stop
   finally:
     slots.put(slot)
@@ -231,17 +235,19 @@ def _split_stats(plan: SplitPlan, split: str, num_shards: int) -> Dict[str, Any]
 def _write_splits(directory: str, encoded: _EncodedLog, plan: SplitPlan, num_shards: int,
                   num_threads: int) -> None:
   """Writes every split's shards, `num_threads` shards at a time (numpy releases the GIL
-  in the heavy steps)."""
+  in the heavy steps), with progress over the rows written."""
   slots = queue.Queue()
   for slot in range(num_threads):
     slots.put(slot)
-  with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
+  total = sum(int(plan.ends[s].sum() + plan.impression_ends[s].sum()) for s in schema.SPLITS)
+  with cli.progress("Writing shards", total, "rows") as advance, \
+       concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
     jobs = []
     for split in schema.SPLITS:
       os.makedirs(os.path.join(directory, split))
       for shard, users in enumerate(_shard_users(plan, split, num_shards)):
         path = os.path.join(directory, split, schema.shard_name(shard, num_shards))
-        jobs.append(pool.submit(_write_shard, path, encoded, split, plan, users, slots))
+        jobs.append(pool.submit(_write_shard, path, encoded, split, plan, users, slots, advance))
     try:
       for job in jobs:
         job.result()  # re-raises a failed shard's error

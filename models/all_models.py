@@ -4,4 +4,6 @@ The trainer imports this module, then looks `--model` up in the registry. A new
 model is one new file plus one import line here.
 """
 
+from models import gru4rec  # noqa: F401  (registers "gru4rec")
+from models import sasrec  # noqa: F401  (registers "sasrec")
 from models import sine  # noqa: F401  (registers "sine")

@@ -1,58 +1,127 @@
-"""The contract between the models and the trainer, evaluator and export.
+"""The contract between a model and the trainer, evaluation, export and retrieval.
 
-A model is a `tf_keras.Model` subclass registered in `models.registry`, built as
-`ModelClass(config, num_items=...)` inside whatever strategy scope the trainer opens
-(it never sees the strategy, flags or files). Its item table is one Keras variable of
-`input_pipeline.schema.embedding_rows(num_items)` rows, so ParameterServerStrategy's
-variable partitioner can shard it.
+A model is a `RetrievalModel` subclass in its own file, registered by name in
+`models.registry`, built as `ModelClass(config, data=data_spec)` inside whatever
+strategy scope the trainer opens (it never sees flags, files or the strategy).
+docs/models.md explains the contract on one page with a worked example.
 
-Inputs (`call(features, training)`): the dict a sample builder in
-`input_pipeline.samples` makes, at least
-    HISTORY         [batch, seq_len] int64 item indices, left-aligned, padded with pad_id
-    HISTORY_LENGTH  [batch] int64 number of real items in HISTORY
-    HISTORY_TIMESTAMPS [batch, seq_len] int64 (aligned with HISTORY)
-plus whatever extra keys the model's own builder adds.
+What it declares:
+    `sample_spec()`   the features it reads (`input_pipeline.samples.SampleSpec`: its
+                      feature sets, each feature with its own padding, and how its
+                      training samples are cut). Training, evaluation and serving build
+                      them with the same code; the export's serving signature takes the
+                      raw inputs they read.
+    `candidates()`    the item side: the vectors every item is scored with, and an
+                      optional per-item bias (default: the item embedding table, no
+                      bias). Training, evaluation, export and the index job all score
+                      `<user vector, item vector> + bias`.
 
-Outputs: a dict with
-    QUERY          [batch, dim] or [batch, steps, dim]: the vector(s) scored against the
-                   item table by the training loss, one per label in LABELS.
-    USER_VECTORS   [batch, num_vectors, dim]: what serving retrieves with (one vector
-                   for single-interest models; an item's score is its max over vectors).
-    AUX_LOSSES     {name: tensor}: extra loss terms, already weighted by the paper's
-                   coefficient; `[batch]` per-example terms are averaged over the global
-                   batch by the trainer, scalars are regularizers scaled per replica.
+What `call(features, training)` returns (a dict, keys in `common.names`):
+    USER_VECTORS  [batch, num_vectors, dim]: what serving retrieves with; an item's
+                  score is its best over the vectors. Always.
+    HEADS         {name: Head}: the softmax heads of the training loss, when the
+                  features hold the training labels. Each head's loss is its own term.
+    AUX_LOSSES    {name: tensor}: extra loss terms, already weighted by the paper's
+                  coefficient; `[batch]` per-example terms are averaged over the global
+                  batch by the trainer, scalars are regularizers scaled per replica.
 """
+
+from typing import NamedTuple, Optional
 
 import tensorflow as tf
 import tf_keras
 
-from input_pipeline import schema
+from common import names
+from input_pipeline import samples
+from input_pipeline.data_spec import DataSpec
 
-HISTORY = "history"
-HISTORY_LENGTH = "history_length"
-HISTORY_TIMESTAMPS = "history_timestamps"
-LABELS = "labels"  # [batch, steps] int64, padded with pad_id; the loss skips padding
-QUERY = "query"
-USER_VECTORS = "user_vectors"
-AUX_LOSSES = "aux_losses"
+
+class Head(NamedTuple):
+  """One softmax head of the training loss: query vectors scored against the candidates.
+
+  Attributes:
+    query: `[batch, dim]` (one vector for all of an example's labels) or
+      `[batch, steps, dim]` (one vector per label).
+    labels: `[batch, steps]` int64 item indices; padding (and OOV) labels are skipped.
+    weights: `[batch, steps]` float32 per-label weights of the example's loss (the
+      loss of an example is the weighted sum over its labels); None: the mean over the
+      example's real labels.
+  """
+  query: tf.Tensor
+  labels: tf.Tensor
+  weights: Optional[tf.Tensor] = None
+
+
+class Candidates(NamedTuple):
+  """The item side: `score(user, item i) = <user vector, vectors[i]> + bias[i]`.
+
+  Attributes:
+    vectors: `[rows >= num_items, dim]`: a variable (maybe sharded by
+      ParameterServerStrategy), or a tensor computed from item features. Only rows
+      `[0, num_items)` are ever scored.
+    bias: `[rows]` or None.
+  """
+  vectors: tf.Tensor
+  bias: Optional[tf.Tensor] = None
+
+
+def per_position_outputs(sequence, features, head: str = "next_item"):
+  """The outputs of a causal per-position encoder (SASRec, GRU4Rec and their kin).
+
+  Args:
+    sequence: `[batch, len, dim]`: position t encodes the history up to item t.
+    features: the batch (HISTORY_LENGTH; LABELS and LABEL_WEIGHTS in training).
+    head: the name of the next-item head.
+
+  Returns:
+    USER_VECTORS `[batch, 1, dim]` (the newest position), and with LABELS in the
+    features the head that scores every position against the item that follows it.
+  """
+  length = tf.maximum(tf.cast(features[names.HISTORY_LENGTH], tf.int32) - 1, 0)
+  outputs = {names.USER_VECTORS: tf.gather(sequence, length, batch_dims=1)[:, tf.newaxis, :]}
+  if names.LABELS in features:
+    outputs[names.HEADS] = {head: Head(sequence, features[names.LABELS],
+                                       features.get(names.LABEL_WEIGHTS))}
+  return outputs
 
 
 class RetrievalModel(tf_keras.Model):
-  """Base class: subclasses set `num_items` and the item embedding layer `item_embedding`."""
+  """Base class. Subclasses set `self.item_embedding` (an `ItemEmbedding`) in `__init__`,
+  and implement `sample_spec` and `call`.
+
+  Attributes:
+    data: the `DataSpec` the model was built for.
+    num_items: `data.num_items`.
+  """
+
+  def __init__(self, *, data: DataSpec, **kwargs):
+    super().__init__(**kwargs)
+    self.data = data
+    self.num_items = data.num_items
+
+  def sample_spec(self) -> samples.SampleSpec:
+    """The features this model reads and how its training samples are cut."""
+    raise NotImplementedError(f"{type(self).__name__} must implement sample_spec().")
+
+  def candidates(self) -> Candidates:
+    """The item vectors (and bias) every score uses; default: the item table, no bias."""
+    return Candidates(self.item_embedding.embeddings)
 
   @property
   def item_table(self):
     """The item embedding variable `[embedding_rows(num_items), dim]` (maybe sharded)."""
     return self.item_embedding.embeddings
 
-  def create_variables(self, max_length: int) -> None:
-    """Creates every variable with one call on a one-item history.
+  def create_variables(self) -> None:
+    """Creates every variable with one training call on a one-sample dummy batch.
 
     Called right after construction: inside the trainer's strategy scope (so the
-    strategy places and shards them) and before a checkpoint restore (so the restore is
-    immediate and can be checked for unmatched variables).
+    strategy places and shards the variables) and before a checkpoint restore (so the
+    restore is immediate and can be checked for unmatched variables). The batch comes
+    from `sample_spec()` (`SampleSpec.dummy_batch`), so it has the declared features.
     """
-    history = tf.fill([1, max_length], tf.constant(schema.pad_id(self.num_items), tf.int64))
-    history = tf.tensor_scatter_nd_update(history, [[0, 0]], tf.constant([0], tf.int64))
-    self({HISTORY: history, HISTORY_LENGTH: tf.constant([1], tf.int64),
-          HISTORY_TIMESTAMPS: tf.zeros_like(history)}, training=False)
+    self(self.sample_spec().dummy_batch(self.data), training=True)
+
+  def user_vectors(self, features) -> tf.Tensor:
+    """`[batch, num_vectors, dim]` user vectors of an inference batch."""
+    return self(features, training=False)[names.USER_VECTORS]

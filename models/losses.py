@@ -23,7 +23,7 @@ softmax over `[0, num_items)` instead: exact, and cheaper than sampling all item
 """
 
 import dataclasses
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -62,7 +62,7 @@ class RetrievalLoss:
   """Softmax of query vectors over the item catalog, one loss per example.
 
   Built once by the trainer: `RetrievalLoss(config, num_items=n, item_counts=counts)`,
-  then `loss_fn(model.item_table, outputs[QUERY], features[LABELS])` in every step.
+  then `loss_fn(model.candidates(), head)` for every head of every step.
 
   Attributes:
     full_softmax: True when the catalog is small enough for the exact softmax.
@@ -113,31 +113,89 @@ class RetrievalLoss:
     return tf.random.fixed_unigram_candidate_sampler(
         **common, unigrams=self._unigrams, distortion=self.config.unigram_power)
 
-  def __call__(self, item_table, query, labels):
-    """Per-example softmax loss.
+  def __call__(self, candidates, head):
+    """Per-example softmax loss of one head.
 
     Args:
-      item_table: `[>= num_items, dim]` item embeddings: a tensor, a variable, a list
-        of row shards (concatenated in order), or a ShardedVariable.
-      query: `[batch, dim]` (one vector scored against every label) or
-        `[batch, steps, dim]` (one vector per label).
-      labels: `[batch, steps]` int ids; ids outside `[0, num_items)` (padding, OOV)
-        are ignored.
+      candidates: `models.base.Candidates`: item vectors `[>= num_items, dim]` (a
+        tensor, a variable, a list of row shards, or a ShardedVariable) and an
+        optional bias `[>= num_items]`.
+      head: `models.base.Head`: query `[batch, dim]` or `[batch, steps, dim]`, labels
+        `[batch, steps]` (ids outside `[0, num_items)` are ignored) and optional
+        per-label weights.
 
     Returns:
-      `[batch]`: the mean loss over each example's real labels (0 if it has none).
+      `[batch]`: each example's weighted sum over its real labels (by default the mean).
     """
-    labels = tf.cast(labels, tf.int64)
+    labels = tf.cast(head.labels, tf.int64)
+    common = dict(num_items=self.num_items, bias=candidates.bias, weights=head.weights)
     if self.full_softmax:
-      return full_softmax_loss(item_table, query, labels, num_items=self.num_items)
-    # Padding rows get label 0 for the sampler and the lookups; their loss is dropped.
+      return full_softmax_loss(candidates.vectors, head.query, labels, **common)
+    # Padding labels get id 0 for the sampler; their loss is dropped.
     safe = tf.where(_real_labels(labels, self.num_items), labels, tf.zeros_like(labels))
     sampled_values = self.sample(tf.reshape(safe, [-1, 1]))
-    return sampled_softmax_loss(item_table, query, labels, num_items=self.num_items,
-                                sampled_values=sampled_values)
+    return sampled_softmax_loss(candidates.vectors, head.query, labels,
+                                sampled_values=sampled_values, **common)
 
 
-def sampled_softmax_loss(item_table, query, labels, *, num_items, sampled_values):
+class _Labels(NamedTuple):
+  """The real labels of a batch, flattened: what every softmax loss scores.
+
+  Attributes:
+    queries: `[R, dim]` distinct query rows (one per example, or one per label).
+    query_of: `[N]` the query row of each real label.
+    ids: `[N]` label item ids.
+    example: `[N]` the example of each real label.
+    weight: `[N]` its weight in the example's loss.
+    position: `[N, 2]` its (example, step) in `[batch, steps]`.
+    batch: the batch size.
+  """
+  queries: tf.Tensor
+  query_of: tf.Tensor
+  ids: tf.Tensor
+  example: tf.Tensor
+  weight: tf.Tensor
+  position: tf.Tensor
+  batch: tf.Tensor
+
+
+def _flatten(query, labels, weights, num_items) -> _Labels:
+  """Keeps the real labels only, so no work is spent on padding steps."""
+  query = tf.convert_to_tensor(query)
+  if labels.shape.rank != 2:
+    raise ValueError(f"labels must be [batch, steps], got shape {labels.shape}.")
+  if query.shape.rank == 3 and query.shape[1] == 1:
+    query = query[:, 0]  # one query per example, broadcast over its labels
+  if query.shape.rank not in (2, 3):
+    raise ValueError(f"query must be [batch, dim] or [batch, steps, dim], got shape {query.shape}.")
+  real = _real_labels(labels, num_items)
+  position = tf.where(real)  # [N, 2]
+  example = position[:, 0]
+  if weights is None:
+    count = tf.reduce_sum(tf.cast(real, query.dtype), axis=1)
+    weight = tf.gather(1.0 / tf.maximum(count, 1.0), example)
+  else:
+    weight = tf.gather_nd(tf.cast(weights, query.dtype), position)
+  if query.shape.rank == 2:
+    queries, query_of = query, example
+  else:
+    queries, query_of = tf.gather_nd(query, position), tf.range(tf.shape(position)[0])
+  return _Labels(queries, tf.cast(query_of, tf.int64), tf.gather_nd(labels, position), example,
+                 weight, position, tf.shape(labels)[0])
+
+
+def _per_example(label_losses, flat: _Labels):
+  """`[batch]` weighted sums of the `[N]` label losses."""
+  return tf.math.unsorted_segment_sum(label_losses * flat.weight, flat.example, flat.batch)
+
+
+def _rows(table, ids, dtype):
+  """`table[ids]` for a tensor, variable, list of shards or ShardedVariable."""
+  return tf.cast(tf.nn.embedding_lookup(table, ids), dtype)
+
+
+def sampled_softmax_loss(item_table, query, labels, *, num_items, sampled_values, bias=None,
+                         weights=None):
   """Sampled softmax with logQ correction and accidental hits removed.
 
   Args:
@@ -147,67 +205,70 @@ def sampled_softmax_loss(item_table, query, labels, *, num_items, sampled_values
     num_items: real items.
     sampled_values: `(sampled [J], true_expected [batch * steps, 1], sampled_expected [J])`
       from a `tf.random.*_candidate_sampler` called on the flattened labels.
+    bias: `[>= num_items]` per-item bias added to every logit, or None.
+    weights: `[batch, steps]` per-label weights, or None (mean over real labels).
 
   Returns:
-    `[batch]` mean loss over each example's real labels.
+    `[batch]` per-example losses.
   """
-  query, labels, real = _align(query, labels, num_items)  # [B, Q, D], [B, S], [B, S]
+  flat = _flatten(query, labels, weights, num_items)
   sampled, true_expected, sampled_expected = (tf.stop_gradient(v) for v in sampled_values)
   sampled = tf.cast(sampled, tf.int64)
-  dtype = query.dtype
-  batch, query_steps, dim = tf.shape(query)[0], tf.shape(query)[1], tf.shape(query)[2]
-  steps = tf.shape(labels)[1]
+  dtype = flat.queries.dtype
 
-  negatives = tf.cast(tf.nn.embedding_lookup(item_table, sampled), dtype)  # [J, D]
-  negative_logits = tf.matmul(tf.reshape(query, [-1, dim]), negatives, transpose_b=True)
-  negative_logits = tf.reshape(negative_logits, [batch, query_steps, -1])
+  negatives = _rows(item_table, sampled, dtype)  # [J, D]
+  negative_logits = tf.matmul(flat.queries, negatives, transpose_b=True)  # [R, J]
   negative_logits -= tf.math.log(tf.cast(sampled_expected, dtype))  # logQ correction
+  positives = _rows(item_table, flat.ids, dtype)  # [N, D]
+  true_logits = tf.reduce_sum(tf.gather(flat.queries, flat.query_of) * positives, axis=-1)
+  true_expected = tf.reshape(tf.cast(true_expected, dtype), tf.shape(labels))
+  true_logits -= tf.math.log(tf.gather_nd(true_expected, flat.position))
+  if bias is not None:
+    negative_logits += _rows(bias, sampled, dtype)
+    true_logits += _rows(bias, flat.ids, dtype)
 
-  safe = tf.where(real, labels, tf.zeros_like(labels))
-  positives = tf.cast(tf.nn.embedding_lookup(item_table, safe), dtype)  # [B, S, D]
-  true_logits = tf.reduce_sum(query * positives, axis=-1)  # query broadcasts over steps
-  true_logits -= tf.math.log(tf.reshape(tf.cast(true_expected, dtype), [batch, steps]))
-
-  hits = tf.equal(safe[:, :, tf.newaxis], sampled)  # [B, S, J]
-  losses = _sampled_log_normalizer(true_logits, negative_logits, hits) - true_logits  # [B, S]
-  return _mean_over_real(losses, real)
+  hits = tf.equal(flat.ids[:, tf.newaxis], sampled)  # [N, J]
+  label_losses = _sampled_log_normalizer(true_logits, negative_logits, flat.query_of,
+                                         hits) - true_logits
+  return _per_example(label_losses, flat)
 
 
 @tf.custom_gradient
-def _sampled_log_normalizer(true_logits, negative_logits, hits):
+def _sampled_log_normalizer(true_logits, negative_logits, query_of, hits):
   """log(exp(t) + sum_j [not hit_j] exp(n_j)) per label, with a lean gradient.
 
-  Equivalent to reduce_logsumexp over the concatenation of the true logit and the
-  negatives with the hits set to -inf, without materializing that concatenation and
-  with one pass over the `[B, S, J]` logits in the gradient instead of several.
+  Equivalent to reduce_logsumexp over the concatenation of the true logit and its
+  query's negatives with the hits set to -inf, without materializing that
+  concatenation and with one pass over the `[N, J]` logits in the gradient.
 
   Args:
-    true_logits: `[B, S]`.
-    negative_logits: `[B, Q, J]` with Q == S or Q == 1 (broadcast over the labels).
-    hits: `[B, S, J]` bool, negatives to leave out of each label's normalizer.
+    true_logits: `[N]`.
+    negative_logits: `[R, J]`, row `query_of[n]` belongs to label n.
+    query_of: `[N]` int64.
+    hits: `[N, J]` bool, negatives to leave out of each label's normalizer.
 
   Returns:
-    `[B, S]` log-normalizers.
+    `[N]` log-normalizers.
   """
+  label_negatives = tf.gather(negative_logits, query_of)  # [N, J]
   # Any shift >= the largest kept logit is safe; a hit's logit equals the true logit
   # (same item, same expected count), so including hits in the max changes nothing.
-  shift = tf.maximum(tf.reduce_max(negative_logits, axis=-1), true_logits)  # [B, S]
-  exp = tf.where(hits, tf.zeros([], negative_logits.dtype),
-                 tf.exp(negative_logits - shift[:, :, tf.newaxis]))  # [B, S, J]
+  shift = tf.maximum(tf.reduce_max(label_negatives, axis=-1), true_logits)  # [N]
+  exp = tf.where(hits, tf.zeros([], label_negatives.dtype),
+                 tf.exp(label_negatives - shift[:, tf.newaxis]))  # [N, J]
   exp_true = tf.exp(true_logits - shift)
   total = tf.reduce_sum(exp, axis=-1) + exp_true
 
   def grad(upstream):
     scale = upstream / total
-    d_negative = exp * scale[:, :, tf.newaxis]
-    if negative_logits.shape[1] == 1 and hits.shape[1] != 1:  # one query, several labels
-      d_negative = tf.reduce_sum(d_negative, axis=1, keepdims=True)
-    return exp_true * scale, d_negative, None
+    d_negative = tf.math.unsorted_segment_sum(exp * scale[:, tf.newaxis], query_of,
+                                              tf.shape(negative_logits)[0])
+    return exp_true * scale, d_negative, None, None
 
   return tf.math.log(total) + shift, grad
 
 
-def full_softmax_loss(item_table, query, labels, *, num_items):
+def full_softmax_loss(item_table, query, labels, *, num_items, bias=None, weights=None):
   """Softmax cross-entropy over the whole catalog `[0, num_items)`.
 
   Args:
@@ -215,27 +276,35 @@ def full_softmax_loss(item_table, query, labels, *, num_items):
     query: `[batch, dim]` or `[batch, steps, dim]`.
     labels: `[batch, steps]` int64.
     num_items: real items; the OOV and padding rows are not candidates.
+    bias: `[>= num_items]` per-item bias, or None.
+    weights: `[batch, steps]` per-label weights, or None (mean over real labels).
 
   Returns:
-    `[batch]` mean loss over each example's real labels.
+    `[batch]` per-example losses.
   """
-  query, labels, real = _align(query, labels, num_items)
-  dtype = query.dtype
-  if isinstance(item_table, (tf.Tensor, tf.Variable, np.ndarray)):
-    table = tf.cast(item_table, dtype)  # the normalizer skips the rows past num_items
-  else:
-    # Lists of shards and ShardedVariables: embedding_lookup knows their row layout.
-    table = tf.cast(tf.nn.embedding_lookup(item_table, tf.range(num_items)), dtype)
-  safe = tf.where(real, labels, tf.zeros_like(labels))
-  true_logits = tf.reduce_sum(query * tf.gather(table, safe), axis=-1)  # [B, S]
-  # The normalizer is computed once per query vector, even when it serves several labels.
-  log_normalizer = _log_normalizer(tf.reshape(query, [-1, tf.shape(query)[-1]]), table, num_items)
-  log_normalizer = tf.reshape(log_normalizer, tf.shape(query)[:2])  # [B, Q]
-  return _mean_over_real(log_normalizer - true_logits, real)
+  flat = _flatten(query, labels, weights, num_items)
+  dtype = flat.queries.dtype
+  table = _catalog(item_table, num_items, dtype)
+  bias = None if bias is None else _catalog(bias, num_items, dtype)
+  true_logits = tf.reduce_sum(tf.gather(flat.queries, flat.query_of) *
+                              tf.gather(table, flat.ids), axis=-1)  # [N]
+  if bias is not None:
+    true_logits += tf.gather(bias, flat.ids)
+  # The normalizer is computed once per query row, even when it serves several labels.
+  log_normalizer = _log_normalizer(flat.queries, table, num_items, bias)  # [R]
+  return _per_example(tf.gather(log_normalizer, flat.query_of) - true_logits, flat)
 
 
-def _log_normalizer(query, table, num_items):
-  """log sum_{j < num_items} exp(query . table_j) per query row, with a lean gradient.
+def _catalog(table, num_items, dtype):
+  """A table (or bias) as one tensor whose first `num_items` rows are the catalog."""
+  if isinstance(table, (tf.Tensor, tf.Variable, np.ndarray)):
+    return tf.cast(table, dtype)  # the normalizer skips the rows past num_items
+  # Lists of shards and ShardedVariables: embedding_lookup knows their row layout.
+  return _rows(table, tf.range(num_items), dtype)
+
+
+def _log_normalizer(query, table, num_items, bias=None):
+  """log sum_{j < num_items} exp(query . table_j + bias_j) per query row, with a lean gradient.
 
   The catalog's logits `[rows, num_items]` are the biggest tensor of a training step
   with a full softmax. Written with autodiff (reduce_logsumexp, or the fused
@@ -248,31 +317,56 @@ def _log_normalizer(query, table, num_items):
     query: `[rows, dim]`.
     table: `[>= num_items, dim]` tensor.
     num_items: candidates are rows `[0, num_items)` of `table`.
+    bias: `[>= num_items]` tensor or None.
 
   Returns:
     `[rows]` log-normalizers.
   """
 
-  @tf.custom_gradient
-  def normalizer(query, table):
+  def normalizer_and_exp(query, table, bias):
     catalog = table[:num_items]
     logits = tf.matmul(query, catalog, transpose_b=True)  # [rows, num_items]
+    if bias is not None:
+      logits += bias[tf.newaxis, :num_items]
     shift = tf.reduce_max(logits, axis=1)
     exp = tf.exp(logits - shift[:, tf.newaxis])
     total = tf.reduce_sum(exp, axis=1)
+    return tf.math.log(total) + shift, exp, total, catalog
+
+  def extra_rows(tensor):
+    return [[0, tf.shape(tensor)[0] - num_items]] + [[0, 0]] * (tensor.shape.rank - 1)
+
+  if bias is None:
+    @tf.custom_gradient
+    def normalizer(query, table):
+      value, exp, total, catalog = normalizer_and_exp(query, table, None)
+
+      def grad(upstream):
+        # d/dlogits = softmax * upstream = exp * (upstream / total), row-scaled; the
+        # scale is folded into the small operand of each gradient matmul.
+        scale = (upstream / total)[:, tf.newaxis]
+        d_query = tf.matmul(exp, catalog) * scale
+        d_catalog = tf.matmul(exp, query * scale, transpose_a=True)
+        return d_query, tf.pad(d_catalog, extra_rows(table))
+
+      return value, grad
+
+    return normalizer(query, table)
+
+  @tf.custom_gradient
+  def normalizer_with_bias(query, table, bias):
+    value, exp, total, catalog = normalizer_and_exp(query, table, bias)
 
     def grad(upstream):
-      # d/dlogits = softmax * upstream = exp * (upstream / total), row-scaled; the
-      # scale is folded into the small operand of each gradient matmul.
       scale = (upstream / total)[:, tf.newaxis]
       d_query = tf.matmul(exp, catalog) * scale
       d_catalog = tf.matmul(exp, query * scale, transpose_a=True)
-      extra_rows = tf.shape(table)[0] - num_items
-      return d_query, tf.pad(d_catalog, [[0, extra_rows], [0, 0]])
+      d_bias = tf.reduce_sum(exp * scale, axis=0)
+      return d_query, tf.pad(d_catalog, extra_rows(table)), tf.pad(d_bias, extra_rows(bias))
 
-    return tf.math.log(total) + shift, grad
+    return value, grad
 
-  return normalizer(query, table)
+  return normalizer_with_bias(query, table, bias)
 
 
 def covariance_regularizer(vectors):
@@ -299,21 +393,3 @@ def covariance_regularizer(vectors):
 
 def _real_labels(labels, num_items):
   return tf.logical_and(labels >= 0, labels < num_items)
-
-
-def _align(query, labels, num_items):
-  """Checks ranks; returns query `[B, 1 or S, D]`, labels `[B, S]`, real-label mask."""
-  query = tf.convert_to_tensor(query)
-  if labels.shape.rank != 2:
-    raise ValueError(f"labels must be [batch, steps], got shape {labels.shape}.")
-  if query.shape.rank == 2:
-    query = query[:, tf.newaxis, :]
-  elif query.shape.rank != 3:
-    raise ValueError(f"query must be [batch, dim] or [batch, steps, dim], got shape {query.shape}.")
-  return query, labels, _real_labels(labels, num_items)
-
-
-def _mean_over_real(losses, real):
-  real = tf.cast(real, losses.dtype)
-  count = tf.reduce_sum(real, axis=1)
-  return tf.math.divide_no_nan(tf.reduce_sum(losses * real, axis=1), count)

@@ -47,6 +47,8 @@ import dataclasses
 import tensorflow as tf
 import tf_keras
 
+from common import names
+from input_pipeline import samples
 from models import base
 from models import losses
 from models import registry
@@ -112,16 +114,15 @@ def paper_config(dataset: str, **overrides) -> SINEConfig:
 class SINE(base.RetrievalModel):
   """The sparse-interest encoder (section 3.2) and interest aggregation (section 3.3)."""
 
-  def __init__(self, config: SINEConfig, *, num_items: int, **kwargs):
-    super().__init__(**kwargs)
+  def __init__(self, config: SINEConfig, *, data, **kwargs):
+    super().__init__(data=data, **kwargs)
     self.config = config
-    self.num_items = num_items
     dim, k = config.embedding_dim, config.num_interests
 
     def layer_norm(name):
       return tf_keras.layers.LayerNormalization(epsilon=_LAYER_NORM_EPSILON, name=name)
 
-    self.item_embedding = embeddings.ItemEmbedding(num_items, dim, name="item_embedding")
+    self.item_embedding = embeddings.ItemEmbedding(self.num_items, dim, name="item_embedding")
     self.position_embedding = embeddings.RecencyPositionEmbedding(
         config.max_length, dim, name="position_embedding")
     self.concept_attention = attention.SelfAttentivePooling(1, name="concept_attention")  # W1, W2
@@ -138,18 +139,10 @@ class SINE(base.RetrievalModel):
         1, name="intention_attention")
     self.intention_norm = layer_norm("intention_norm")  # LN4
 
-    # Create every variable now, inside the caller's strategy scope, not at first call.
-    sequence = [None, None, dim]
-    input_shapes = {
-        self.item_embedding: None, self.position_embedding: None,
-        self.concept_attention: sequence, self.assignment_projection: sequence,
-        self.item_norm: sequence, self.prototype_norm: [None, k, dim],
-        self.interest_attention: sequence, self.interest_norm: sequence,
-        self.intention_attention: sequence, self.intention_norm: [None, dim],
-    }
-    for layer, shape in input_shapes.items():
-      with tf.name_scope(layer.name):
-        layer.build(None if shape is None else tf.TensorShape(shape))
+  def sample_spec(self) -> samples.SampleSpec:
+    """The history; training on every prefix -> its next item (section 4.1)."""
+    return samples.SampleSpec(features=(samples.History(self.config.max_length),),
+                              training=samples.AllPrefixes())
 
   def encode(self, history):
     """Every intermediate of eq 1-8 for a batch of histories.
@@ -228,28 +221,23 @@ class SINE(base.RetrievalModel):
     """Model contract of `models.base`.
 
     Args:
-      features: dict with `HISTORY` `[batch, seq_len]`.
+      features: dict with HISTORY `[batch, seq_len]` (and LABELS in training).
       training: unused (SINE has no dropout).
 
     Returns:
-      `QUERY` `[batch, D]` = v^u (eq 8), `USER_VECTORS` `[batch, 1, D]` (the same
-      vector, served), `INTERESTS` `[batch, K, D]` and `AUX_LOSSES`
-      `{"covariance": lambda * L_c}` (eq 10-11, a scalar).
+      USER_VECTORS `[batch, 1, D]` = v^u (eq 8), INTERESTS `[batch, K, D]`, AUX_LOSSES
+      `{"covariance": lambda * L_c}` (eq 10-11, a scalar) and, with LABELS, the head
+      "softmax": v^u against the next item (eq 9).
     """
     del training
-    encoded = self.encode(features[base.HISTORY])
+    encoded = self.encode(features[names.HISTORY])
     user_vector = encoded["user_vector"]
     covariance = losses.covariance_regularizer(self.prototypes)
-    return {
-        base.QUERY: user_vector,
-        base.USER_VECTORS: user_vector[:, tf.newaxis, :],
+    outputs = {
+        names.USER_VECTORS: user_vector[:, tf.newaxis, :],
         INTERESTS: encoded["interests"],
-        base.AUX_LOSSES: {"covariance": self.config.covariance_weight * covariance},
+        names.AUX_LOSSES: {"covariance": self.config.covariance_weight * covariance},
     }
-
-  def get_config(self):
-    return {"config": dataclasses.asdict(self.config), "num_items": self.num_items}
-
-  @classmethod
-  def from_config(cls, config):
-    return cls(SINEConfig(**config["config"]), num_items=config["num_items"])
+    if names.LABELS in features:
+      outputs[names.HEADS] = {"softmax": base.Head(user_vector, features[names.LABELS])}
+    return outputs

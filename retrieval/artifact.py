@@ -8,24 +8,22 @@ its user model with an index (`retrieval/index.py`) into one serving function;
 import json
 import math
 import os
-from typing import Dict, Optional, Tuple
+from typing import Dict, NamedTuple, Optional
 
+import numpy as np
 import tensorflow as tf
 
 from common import files
+from common import names
 from retrieval import index as index_lib
 
-SERVING_SIGNATURE = "serving_default"
-ITEM_EMBEDDINGS_SIGNATURE = "item_embeddings"
-EXPORT_META_FILE = os.path.join("assets.extra", "export_meta.json")
-ARTIFACT_META_FILE = os.path.join("assets.extra", "retrieval_meta.json")
-
-# The export contract (trainer/export.py): input name -> (dtype, rank).
-EXPORT_INPUTS = {"history": (tf.string, 2), "history_timestamps": (tf.int64, 2)}
-USER_VECTORS = "user_vectors"
-ITEM_IDS = "item_ids"
-EMBEDDINGS = "embeddings"
-SCORES = "scores"
+SERVING_SIGNATURE = names.SERVING_SIGNATURE
+ITEM_EMBEDDINGS_SIGNATURE = names.CANDIDATES_SIGNATURE
+EXPORT_META_FILE = names.EXPORT_META_FILE
+ARTIFACT_META_FILE = names.ARTIFACT_META_FILE
+# What the artifact reads of the export's signatures (trainer/export.py).
+EXPORT_OUTPUTS = (names.USER_VECTORS, names.HISTORY_LENGTH, names.UNKNOWN_ITEMS)
+CANDIDATE_OUTPUTS = (names.ITEM_IDS, names.EMBEDDINGS, names.ITEM_BIAS, names.ITEM_COUNTS)
 
 _SAVED_MODEL_FILE = "saved_model.pb"
 
@@ -68,6 +66,23 @@ def _describe(spec: tf.TensorSpec) -> str:
   return f"{spec.dtype.name} {spec.shape}"
 
 
+def load_saved_model(path: str, fix: str):
+  """`tf.saved_model.load(path)`, with damaged files reported as a `ValueError` naming them.
+
+  Args:
+    path: a SavedModel directory.
+    fix: how to get a good one, for the message.
+  """
+  try:
+    return tf.saved_model.load(path)
+  except (IndexError, OSError, tf.errors.OpError) as e:
+    # Truncated variables give a bare "Read less bytes than requested", missing ones a
+    # NotFoundError with an unrelated hint about experimental_io_device.
+    reason = e.message if isinstance(e, tf.errors.OpError) else str(e)
+    raise ValueError(f"The SavedModel {path!r} cannot be loaded: its files are damaged or "
+                     f"incomplete ({reason.splitlines()[0][:200]}). {fix}") from e
+
+
 def load_export(export_path: str):
   """Loads an export and checks its two signatures against the contract.
 
@@ -75,47 +90,82 @@ def load_export(export_path: str):
     The loaded SavedModel object.
 
   Raises:
-    ValueError: a signature is missing or has other inputs/outputs than the contract.
+    ValueError: damaged files; a signature is missing, or lacks an input or output the
+      artifact uses.
   """
-  loaded = tf.saved_model.load(export_path)
+  loaded = load_saved_model(export_path, "Export the model again (run the trainer with the "
+                            "same --model_dir: it finds the finished training and re-exports).")
   signatures = dict(loaded.signatures)
   missing = [name for name in (SERVING_SIGNATURE, ITEM_EMBEDDINGS_SIGNATURE)
              if name not in signatures]
   if missing:
     raise ValueError(
         f"Export {export_path!r} lacks signature(s) {missing}; it has {sorted(signatures)}. "
-        f"Expected {SERVING_SIGNATURE!r} (history, history_timestamps -> {USER_VECTORS}) and "
-        f"{ITEM_EMBEDDINGS_SIGNATURE!r} (-> {ITEM_IDS}, {EMBEDDINGS}) as trainer/export.py writes.")
+        f"Expected {SERVING_SIGNATURE!r} (raw request -> {list(EXPORT_OUTPUTS)}) and "
+        f"{ITEM_EMBEDDINGS_SIGNATURE!r} (-> {list(CANDIDATE_OUTPUTS)}) as trainer/export.py "
+        f"writes them.")
   serving = signatures[SERVING_SIGNATURE]
-  inputs = serving.structured_input_signature[1]
-  wrong = {name: _describe(spec) for name, spec in inputs.items()
-           if name not in EXPORT_INPUTS or (spec.dtype, spec.shape.rank) != EXPORT_INPUTS[name]}
-  absent = sorted(set(EXPORT_INPUTS) - set(inputs))
-  if wrong or absent:
-    raise ValueError(
-        f"Export {export_path!r}: {SERVING_SIGNATURE!r} must take history (string [batch, len]) "
-        f"and history_timestamps (int64 [batch, len]); unexpected inputs {wrong}, "
-        f"missing {absent}.")
-  outputs = serving.structured_outputs
-  if USER_VECTORS not in outputs or outputs[USER_VECTORS].shape.rank != 3:
-    got = {name: _describe(spec) for name, spec in outputs.items()}
-    raise ValueError(f"Export {export_path!r}: {SERVING_SIGNATURE!r} must output {USER_VECTORS!r} "
-                     f"float32 [batch, num_vectors, dim]; it outputs {got}.")
-  item_outputs = signatures[ITEM_EMBEDDINGS_SIGNATURE].structured_outputs
-  if set(item_outputs) != {ITEM_IDS, EMBEDDINGS}:
-    raise ValueError(f"Export {export_path!r}: {ITEM_EMBEDDINGS_SIGNATURE!r} must output "
-                     f"{ITEM_IDS!r} and {EMBEDDINGS!r}; it outputs {sorted(item_outputs)}.")
+  history = serving.structured_input_signature[1].get(names.RAW_HISTORY)
+  if history is None or (history.dtype, history.shape.rank) != (tf.string, 2):
+    raise ValueError(f"Export {export_path!r}: {SERVING_SIGNATURE!r} must take "
+                     f"{names.RAW_HISTORY!r} (string [batch, len]); it takes "
+                     f"{ {n: _describe(v) for n, v in serving.structured_input_signature[1].items()} }.")
+  for signature, wanted in ((SERVING_SIGNATURE, EXPORT_OUTPUTS),
+                            (ITEM_EMBEDDINGS_SIGNATURE, CANDIDATE_OUTPUTS)):
+    outputs = signatures[signature].structured_outputs
+    absent = [name for name in wanted if name not in outputs]
+    if absent:
+      raise ValueError(f"Export {export_path!r}: {signature!r} lacks the outputs {absent}; it "
+                       f"has {sorted(outputs)}. Re-export it with trainer/export.py.")
+  if serving.structured_outputs[names.USER_VECTORS].shape.rank != 3:
+    raise ValueError(f"Export {export_path!r}: {names.USER_VECTORS!r} must be float32 [batch, "
+                     f"num_vectors, dim], got {_describe(serving.structured_outputs[names.USER_VECTORS])}.")
   return loaded
 
 
-def item_embeddings(loaded) -> Tuple[tf.Tensor, tf.Tensor]:
-  """Returns raw item ids `[num_items]` and embeddings `[num_items, dim]` of an export."""
+class Catalog(NamedTuple):
+  """An export's candidate side (`trainer/export.py`'s item_embeddings signature).
+
+  Attributes:
+    item_ids: `[num_items]` raw ids.
+    embeddings: `[num_items, dim]` float32.
+    bias: `[num_items]` float32, added to every score (zeros without a bias).
+    counts: `[num_items]` float32 training counts.
+  """
+  item_ids: tf.Tensor
+  embeddings: tf.Tensor
+  bias: tf.Tensor
+  counts: tf.Tensor
+
+  @property
+  def has_bias(self) -> bool:
+    return bool(np.any(self.bias.numpy() != 0))
+
+  def index_vectors(self) -> tf.Tensor:
+    """What the index holds: the embeddings, with the bias appended as a last column.
+
+    A dot-product index cannot add a per-item bias, but `<[u, 1], [e, b]> = <u, e> + b`,
+    so augmenting the items with their bias (and the user vectors with 1) ranks by the
+    model's real scores.
+    """
+    if not self.has_bias:
+      return self.embeddings
+    return tf.concat([self.embeddings, self.bias[:, tf.newaxis]], axis=1)
+
+
+def catalog(loaded) -> Catalog:
+  """The candidate side of a loaded export."""
   items = loaded.signatures[ITEM_EMBEDDINGS_SIGNATURE]()
-  ids, embeddings = items[ITEM_IDS], items[EMBEDDINGS]
-  if embeddings.shape.rank != 2 or ids.shape[0] != embeddings.shape[0]:
-    raise ValueError(f"{ITEM_EMBEDDINGS_SIGNATURE!r} returned {ids.shape[0]} ids for embeddings "
-                     f"of shape {embeddings.shape}; expected [num_items] and [num_items, dim].")
-  return ids, embeddings
+  result = Catalog(items[names.ITEM_IDS], items[names.EMBEDDINGS], items[names.ITEM_BIAS],
+                   items[names.ITEM_COUNTS])
+  num_items = result.item_ids.shape[0]
+  if (result.embeddings.shape.rank != 2 or result.embeddings.shape[0] != num_items or
+      result.bias.shape != (num_items,) or result.counts.shape != (num_items,)):
+    raise ValueError(f"{ITEM_EMBEDDINGS_SIGNATURE!r} returned {num_items} ids, embeddings "
+                     f"{result.embeddings.shape}, bias {result.bias.shape} and counts "
+                     f"{result.counts.shape}; expected [num_items], [num_items, dim], "
+                     f"[num_items] and [num_items].")
+  return result
 
 
 def read_export_meta(export_path: str) -> Dict:
@@ -128,23 +178,27 @@ def read_export_meta(export_path: str) -> Dict:
 
 
 class RetrievalArtifact(tf.Module):
-  """User history -> user vectors (the export) -> per-vector top-k (index) -> merged top-k.
+  """Raw request -> user vectors (the export) -> per-vector top-k (index) -> merged top-k.
 
   `serving_fn()` is the concrete serving function; its inputs are the export's
-  serving inputs, its outputs `item_ids` string `[batch, k]` and `scores` float32
-  `[batch, k]`.
+  serving inputs (whatever the model declared), its outputs `item_ids` string
+  `[batch, k]`, `scores` float32 `[batch, k]` and `popular_fallback` bool `[batch]`.
 
-  With `exclude_history`, items of the user's `history` are never served (the
-  evaluation's history masking, at serving time): each vector then asks the index
-  for k + history-length items, so that k remain after removing the history.
+  An item's score is the model's: its best over the user's vectors of
+  `<vector, embedding> + bias`. With `exclude_history`, items of the user's `history`
+  are never served (the evaluation's history masking, at serving time): each vector
+  then asks the index for k + history-length items, so that k remain after removing
+  the history. A user with no known history item gets the k most popular items
+  (scores: their training counts) and `popular_fallback` True, not a list computed
+  from padding.
   """
 
-  def __init__(self, export, index: index_lib.Index, item_ids: tf.Tensor, k: int,
+  def __init__(self, export, index: index_lib.Index, items: Catalog, k: int,
                exclude_history: bool = True):
     """Args:
       export: a SavedModel loaded by `load_export`.
-      index: built over the export's item embeddings, row i = item_ids[i].
-      item_ids: `[num_items]` raw item ids.
+      index: built over `items.index_vectors()`, row i = items.item_ids[i].
+      items: the export's candidate side (`catalog(export)`).
       k: list length served.
       exclude_history: drop the user's history items from the list.
     """
@@ -155,10 +209,16 @@ class RetrievalArtifact(tf.Module):
     self.index = index
     self.k = k
     self.exclude_history = exclude_history
-    self.item_ids = tf.Variable(item_ids, trainable=False, name="item_ids")
+    self.augmented = items.has_bias
+    self.item_ids = tf.Variable(items.item_ids, trainable=False, name="item_ids")
     self.item_index = tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(item_ids, tf.range(index.num_items, dtype=tf.int32)),
+        tf.lookup.KeyValueTensorInitializer(items.item_ids,
+                                            tf.range(index.num_items, dtype=tf.int32)),
         default_value=-1)
+    popular_scores, popular = tf.math.top_k(items.counts, k=k)
+    self.popular_ids = tf.Variable(tf.gather(items.item_ids, popular), trainable=False,
+                                   name="popular_ids")
+    self.popular_scores = tf.Variable(popular_scores, trainable=False, name="popular_scores")
     user_model = export.signatures[SERVING_SIGNATURE]
     self._serve = tf.function(self._retrieve).get_concrete_function(
         **user_model.structured_input_signature[1])
@@ -168,12 +228,15 @@ class RetrievalArtifact(tf.Module):
 
   def user_vectors(self, **features) -> tf.Tensor:
     """The export's `[batch, num_vectors, dim]` user vectors."""
-    return self.export.signatures[SERVING_SIGNATURE](**features)[USER_VECTORS]
+    return self.export.signatures[SERVING_SIGNATURE](**features)[names.USER_VECTORS]
 
   def _retrieve(self, **features) -> Dict[str, tf.Tensor]:
-    vectors = self.user_vectors(**features)
+    user = self.export.signatures[SERVING_SIGNATURE](**features)
+    vectors = user[names.USER_VECTORS]
     batch, num_vectors = tf.shape(vectors)[0], tf.shape(vectors)[1]
-    history = features["history"]
+    if self.augmented:
+      vectors = tf.concat([vectors, tf.ones([batch, num_vectors, 1])], axis=2)
+    history = features[names.RAW_HISTORY]
     per_vector = self.k + tf.shape(history)[1] if self.exclude_history else self.k
     per_vector = tf.minimum(per_vector, self.index.num_items)
     scores, indices = self.index.search(tf.reshape(vectors, [batch * num_vectors, -1]), per_vector)
@@ -186,7 +249,12 @@ class RetrievalArtifact(tf.Module):
       indices = tf.where(in_history, -1, indices)
     scores, indices = index_lib.merge_interests(scores, indices, self.k)
     ids = tf.where(indices >= 0, tf.gather(self.item_ids, tf.maximum(indices, 0)), "")
-    return {ITEM_IDS: ids, SCORES: scores}
+    fallback = user[names.HISTORY_LENGTH] == 0
+    return {
+        names.ITEM_IDS: tf.where(fallback[:, tf.newaxis], self.popular_ids[tf.newaxis], ids),
+        names.SCORES: tf.where(fallback[:, tf.newaxis], self.popular_scores[tf.newaxis], scores),
+        names.POPULAR_FALLBACK: fallback,
+    }
 
 
 def save_artifact(artifact: RetrievalArtifact, path: str, meta: Optional[Dict] = None) -> None:
@@ -204,4 +272,5 @@ def save_artifact(artifact: RetrievalArtifact, path: str, meta: Optional[Dict] =
         options=tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]))
     files.write_json(os.path.join(tmp, ARTIFACT_META_FILE),
                      {"k": artifact.k, "exclude_history": artifact.exclude_history,
-                      "index": artifact.index.config(), **(meta or {})})
+                      "index": artifact.index.config(), "item_bias": artifact.augmented,
+                      **(meta or {})})

@@ -10,6 +10,7 @@ queries/second). See docs/retrieval.md.
 from absl import app
 from absl import flags
 
+from common import cli  # before TensorFlow is imported: quiets its C++ start-up logs
 from retrieval import index as index_lib
 from retrieval import job
 
@@ -69,8 +70,10 @@ def main(argv):
 
 
 def run():
+  """Console script `dcg-index`; a user's mistake ends it with one line `error: ...` and
+  exit status 2 (`common.cli`)."""
   flags.mark_flags_as_required(["export_dir", "output_dir"])
-  app.run(main)
+  cli.run(main)
 
 
 if __name__ == "__main__":

@@ -3,16 +3,17 @@
 `run_index_job(config)` is what `python -m retrieval.index_main` runs:
 
   1. load the newest export under `export_dir` and check its signatures;
-  2. index its item embeddings (`retrieval/index.py`);
+  2. index its candidate vectors (`retrieval/index.py`), with the item bias as an extra
+     column when the model has one (`artifact.Catalog.index_vectors`);
   3. measure, on sample queries, recall@k of the artifact against the exact
      brute-force artifact and the queries/second of both;
   4. write `OUTPUT_DIR/artifact/` (SavedModel) and `OUTPUT_DIR/index_report.json`.
 
 Sample queries. Real users when possible: the export's `export_meta.json` names the
-data set it was trained on, and the job takes the model inputs of its first
-`num_eval_queries` test users (their last `max_length` items before the test
-targets). When that data set is not readable from here, the job makes user
-histories from the catalog itself: lengths uniform in [1, max_length], items drawn
+data set it was trained on, and the job takes the requests of its first
+`num_eval_queries` test users (`requests.test_users`: their last `max_length` items
+before the test targets and whatever else the export's signature takes). When that
+data set is not readable from here, the job makes users from the catalog itself: lengths uniform in [1, max_length], items drawn
 with probability proportional to 1 / (index + 1) (the catalog is ordered by
 descending training frequency, so this mimics Zipf popularity), timestamps one to 24
 hours apart. Either way they go through the export's real user model, so recall is
@@ -24,16 +25,17 @@ multi-interest model. A recall@100 of 0.95 means that on average 95 of the exact
 import dataclasses
 import os
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
 from common import files
-from input_pipeline import schema
+from common import names
 from retrieval import artifact as artifact_lib
 from retrieval import index as index_lib
+from retrieval import requests
 
 ARTIFACT_SUBDIR = "artifact"
 REPORT_FILE = "index_report.json"
@@ -66,77 +68,22 @@ class JobConfig:
   seed: int = 0
 
 
-def sample_histories(item_ids: np.ndarray, num_queries: int, max_length: int,
-                     seed: int) -> Dict[str, np.ndarray]:
-  """Synthetic user histories over the catalog (see the module docstring).
-
-  Returns:
-    history: bytes `[num_queries, max_length]`, left-aligned, padded with b"".
-    history_timestamps: int64 `[num_queries, max_length]`, padded with 0.
-  """
+def synthetic_users(item_ids: np.ndarray, num_queries: int, max_length: int,
+                    seed: int) -> List[requests.UserRequest]:
+  """Synthetic users over the catalog (see the module docstring)."""
   rng = np.random.default_rng(seed)
   popularity = 1.0 / np.arange(1, len(item_ids) + 1)
   lengths = rng.integers(1, max_length + 1, size=num_queries)
   items = rng.choice(len(item_ids), size=(num_queries, max_length), p=popularity / popularity.sum())
-  gaps = rng.integers(3600, 24 * 3600 + 1, size=(num_queries, max_length))
-  valid = np.arange(max_length)[None, :] < lengths[:, None]
-  history = np.where(valid, np.asarray(item_ids, dtype=object)[items], b"")
-  timestamps = np.where(valid, 1_600_000_000 + np.cumsum(gaps, axis=1), 0)
-  return {"history": history.astype(bytes), "history_timestamps": timestamps.astype(np.int64)}
-
-
-def test_users(data_dir: str, count: int, first: int = 0) -> List[Tuple[str, list, list, list]]:
-  """Test users `first .. first + count - 1` (file order) of a prepared data set.
-
-  Returns:
-    Per user `(user_id, history, timestamps, targets)` in raw ids: the model input
-    `items[:target_start]` with its timestamps, and the held-out `items[target_start:]`.
-    Fewer than `count` when the split ends first.
-  """
-  files = schema.split_files(data_dir, "test")
-  raw_ids = schema.read_vocab(data_dir)
-  batches = list(tf.data.TFRecordDataset(files).skip(first).take(count).batch(max(count, 1)))
-  if not batches:
-    return []
-  timelines = schema.parse_timelines(batches[0])
-  users = []
-  for user_id, items, times, start in zip(timelines[schema.USER_ID].numpy(),
-                                          timelines[schema.ITEMS].to_list(),
-                                          timelines[schema.TIMESTAMPS].to_list(),
-                                          timelines[schema.TARGET_START].numpy()):
-    # Index num_items (and above: padding) maps to "", which the export skips.
-    names = [raw_ids[i] if i < len(raw_ids) else "" for i in items]
-    users.append((user_id.decode(), names[:start], times[:start], names[start:]))
-  return users
-
-
-def dataset_histories(data_dir: str, num_queries: int,
-                      max_length: int) -> Optional[Dict[str, np.ndarray]]:
-  """The model inputs of a prepared data set's first test users, as raw ids.
-
-  Returns:
-    Like `sample_histories` (at most `num_queries` users with a non-empty input), or
-    None when `data_dir` has no readable test split or vocabulary.
-  """
-  try:
-    users = test_users(data_dir, num_queries)
-  except (FileNotFoundError, ValueError) as e:
-    logging.info("No test users to query with (%s); using synthetic histories.", e)
-    return None
-  inputs = [(history[-max_length:], times[-max_length:]) for _, history, times, _ in users
-            if history]
-  if not inputs:
-    return None
-  history = np.full((len(inputs), max_length), b"", dtype=object)
-  stamps = np.zeros((len(inputs), max_length), np.int64)
-  for row, (items, times) in enumerate(inputs):
-    history[row, :len(items)] = [item.encode() for item in items]
-    stamps[row, :len(times)] = times
-  return {"history": history.astype(bytes), "history_timestamps": stamps}
+  times = 1_600_000_000 + np.cumsum(rng.integers(3600, 24 * 3600 + 1,
+                                                 size=(num_queries, max_length)), axis=1)
+  names = np.asarray(item_ids).astype(str)
+  return [requests.UserRequest(history=list(names[items[u, :n]]), timestamps=list(times[u, :n]))
+          for u, n in enumerate(lengths)]
 
 
 def _batches(features: Dict[str, np.ndarray], batch_size: int):
-  num = len(next(iter(features.values())))
+  num = len(features[names.RAW_HISTORY])
   for start in range(0, num, batch_size):
     yield {name: tf.constant(value[start:start + batch_size]) for name, value in features.items()}
 
@@ -152,9 +99,9 @@ def serve_all(serving_fn, features: Dict[str, np.ndarray], batch_size: int):
   serving_fn(**batches[0])
   start = time.perf_counter()
   outputs = [serving_fn(**batch) for batch in batches]
-  qps = len(features["history"]) / (time.perf_counter() - start)
-  ids = np.concatenate([o[artifact_lib.ITEM_IDS].numpy() for o in outputs])
-  scores = np.concatenate([o[artifact_lib.SCORES].numpy() for o in outputs])
+  qps = len(features[names.RAW_HISTORY]) / (time.perf_counter() - start)
+  ids = np.concatenate([o[names.ITEM_IDS].numpy() for o in outputs])
+  scores = np.concatenate([o[names.SCORES].numpy() for o in outputs])
   return ids, scores, qps
 
 
@@ -177,24 +124,31 @@ def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray) -> float:
                         for a, e in zip(approx_ids, exact_ids)]))
 
 
-def _queries(config: JobConfig, item_ids: np.ndarray, meta: Dict[str, Any]):
-  """Returns (histories, description): test users of the export's data set, or synthetic."""
+def _queries(config: JobConfig, export, item_ids: np.ndarray, meta: Dict[str, Any]):
+  """Returns (inputs, description): test users of the export's data set, or synthetic."""
   max_length = int(meta.get("max_length", _DEFAULT_MAX_LENGTH))
   data_dir = meta.get("data_dir")
+  users, description = [], ""
   if data_dir:
-    queries = dataset_histories(data_dir, config.num_eval_queries, max_length)
-    if queries is not None:
-      return queries, f"test users of {data_dir}"
-  return (sample_histories(item_ids, config.num_eval_queries, max_length, config.seed),
-          "synthetic histories over the catalog (retrieval/job.py)")
+    try:
+      users = [u for u in requests.test_users(data_dir, config.num_eval_queries) if u.history]
+      description = f"test users of {data_dir}"
+    except (FileNotFoundError, ValueError) as e:
+      logging.info("No test users to query with (%s); using synthetic users.", e)
+  if not users:
+    users = synthetic_users(item_ids, config.num_eval_queries, max_length, config.seed)
+    description = "synthetic users over the catalog (retrieval/job.py)"
+  specs = export.signatures[artifact_lib.SERVING_SIGNATURE].structured_input_signature[1]
+  return requests.to_inputs(users, specs, max_length), description
 
 
-def _evaluate(config: JobConfig, export, artifact, item_ids, embeddings, meta) -> Dict[str, Any]:
-  queries, description = _queries(config, item_ids.numpy(), meta)
-  num_queries = len(queries["history"])
+def _evaluate(config: JobConfig, export, artifact, items: artifact_lib.Catalog,
+              meta) -> Dict[str, Any]:
+  queries, description = _queries(config, export, items.item_ids.numpy(), meta)
+  num_queries = len(queries[names.RAW_HISTORY])
   first_user = {name: tf.constant(value[:1]) for name, value in queries.items()}
   num_vectors = int(artifact.user_vectors(**first_user).shape[1])
-  num_items = int(embeddings.shape[0])
+  num_items = int(items.embeddings.shape[0])
   logging.info("Serving %d users (%s; %d vector(s) each) through the artifact.",
                num_queries, description, num_vectors)
   ids, _, qps = serve_all(artifact.serving_fn(), queries, config.eval_batch_size)
@@ -211,7 +165,7 @@ def _evaluate(config: JobConfig, export, artifact, item_ids, embeddings, meta) -
     return result
   logging.info("Measuring the exact brute-force reference on the same users.")
   exact = artifact_lib.RetrievalArtifact(
-      export, index_lib.BruteForceIndex(embeddings, config.k), artifact.item_ids, config.k,
+      export, index_lib.BruteForceIndex(items.index_vectors(), config.k), items, config.k,
       exclude_history=config.exclude_history)
   exact_batch = max(1, min(config.eval_batch_size,
                            _BRUTE_FORCE_SCORES_PER_BATCH // (num_vectors * num_items)))
@@ -234,15 +188,16 @@ def run_index_job(config: JobConfig) -> Dict[str, Any]:
   logging.info("Loading export %s", export_path)
   export = artifact_lib.load_export(export_path)
   meta = artifact_lib.read_export_meta(export_path)
-  item_ids, embeddings = artifact_lib.item_embeddings(export)
-  num_items, dim = (int(d) for d in embeddings.shape)
-  logging.info("Indexing %d items x %d dims (index=%s, k=%d).", num_items, dim,
-               config.index.kind, config.k)
+  items = artifact_lib.catalog(export)
+  vectors = items.index_vectors()
+  num_items, dim = (int(d) for d in items.embeddings.shape)
+  logging.info("Indexing %d items x %d dims%s (index=%s, k=%d).", num_items, dim,
+               " plus the item bias" if items.has_bias else "", config.index.kind, config.k)
   start = time.perf_counter()
-  index = index_lib.build_index(embeddings, config.k, config.index)
+  index = index_lib.build_index(vectors, config.k, config.index)
   build_seconds = time.perf_counter() - start
   logging.info("Built a %s index in %.1f s: %s", index.kind, build_seconds, index.config())
-  artifact = artifact_lib.RetrievalArtifact(export, index, item_ids, config.k,
+  artifact = artifact_lib.RetrievalArtifact(export, index, items, config.k,
                                             exclude_history=config.exclude_history)
 
   report = {
@@ -250,13 +205,14 @@ def run_index_job(config: JobConfig) -> Dict[str, Any]:
       "artifact_path": artifact_path,
       "num_items": num_items,
       "dim": dim,
+      "item_bias": items.has_bias,
       "k": config.k,
       "exclude_history": config.exclude_history,
       "index": index.config(),
       "build_seconds": build_seconds,
   }
   if config.num_eval_queries > 0:
-    report["eval"] = ev = _evaluate(config, export, artifact, item_ids, embeddings, meta)
+    report["eval"] = ev = _evaluate(config, export, artifact, items, meta)
     logging.info("recall@%d vs brute force: %.4f; %.0f users/s (batch %d); %.2f ms per user "
                  "(batch 1).", config.k, ev["recall_at_k"], ev["qps"], config.eval_batch_size,
                  ev["latency_ms_batch1"])

@@ -1,7 +1,3 @@
 """Training, evaluation and export of the registered models under tf.distribute."""
 
-import os
-
-# TFRS and our models need Keras 2 (tf_keras); the switch only works if it is set
-# before TensorFlow is first imported, and every entry point imports a package first.
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+from common import environment  # noqa: F401  (Keras 2 for TFRS, before TensorFlow loads)

@@ -32,8 +32,6 @@ class DataConfig:
     data_dir: a dataset directory written by `input_pipeline.prepare`.
     max_length: the model sees at most the last `max_length` items of a history.
     batch_size: global batch size (all replicas of one step together).
-    sample_builder: the `input_pipeline.samples` builder of training samples
-      (`all_prefixes`: every prefix -> its next item, as SINE and SASRec train).
     shuffle_buffer: timelines shuffled together, in chunks, while streaming the train
       split (`input_pipeline.dataset.InputConfig.shuffle_buffer`); samples are mixed
       further across `window_batches` batches there.
@@ -41,7 +39,6 @@ class DataConfig:
   data_dir: str = ""
   max_length: int = 50
   batch_size: int = 256
-  sample_builder: str = "all_prefixes"
   shuffle_buffer: int = 16_384
 
 
@@ -125,10 +122,12 @@ class EvalConfig:
     every_steps: steps between evaluations on the valid split during training;
       0 evaluates only at the end (valid and test).
     ks: cut-offs of the ranking metrics.
-    mask_history: remove the user's input items from the ranking (S3-Rec protocol).
+    mask_history: how the user's input items leave the ranking: "all" (the S3-Rec
+      and RecBole protocol: the history is masked, and a target consumed before counts
+      as a miss), "keep_targets" (a target consumed before stays rankable) or "none".
     batch_size: users scored together.
     max_users: periodic (not final) evaluations use at most this many valid users;
-      None uses all.
+      None uses all. `select_best` compares every candidate on these same users.
     select_best: a valid-split metric such as "ndcg@10": the checkpoint of the best
       valid evaluation (periodic ones and the final one) is kept in
       checkpoints/best/ and is what the test split evaluates and export exports, as
@@ -136,7 +135,7 @@ class EvalConfig:
   """
   every_steps: int = 0
   ks: Tuple[int, ...] = (10, 20, 50, 80, 100)
-  mask_history: bool = True
+  mask_history: str = "all"
   batch_size: int = 512
   max_users: Optional[int] = None
   select_best: str = ""
@@ -185,6 +184,9 @@ class TrainConfig:
 
   def validate(self) -> "TrainConfig":
     """Checks values that would otherwise fail deep inside TF; returns self."""
+    from trainer import evaluation  # pylint: disable=g-import-not-at-top
+
+    masks = evaluation.MASK_HISTORY_MODES
     checks = [
         (self.optimizer.name in OPTIMIZERS, f"optimizer {self.optimizer.name!r}: expected one of {OPTIMIZERS}"),
         (self.optimizer.learning_rate > 0, f"learning_rate {self.optimizer.learning_rate}: must be > 0"),
@@ -192,11 +194,15 @@ class TrainConfig:
         (self.data.batch_size > 0, f"batch_size {self.data.batch_size}: must be > 0"),
         (self.data.max_length > 0, f"max_length {self.data.max_length}: must be > 0"),
         (self.loss.num_negatives > 0, f"num_negatives {self.loss.num_negatives}: must be > 0"),
-        (self.schedule.train_steps >= 0, f"train_steps {self.schedule.train_steps}: must be >= 0"),
+        (self.schedule.train_steps >= 1,
+         f"train_steps {self.schedule.train_steps}: must be >= 1 (an untrained model is "
+         f"not exported)"),
         (self.schedule.log_every > 0, f"log_every {self.schedule.log_every}: must be > 0"),
         (self.checkpoint.every_steps > 0, f"checkpoint every_steps {self.checkpoint.every_steps}: must be > 0"),
         (self.eval.every_steps >= 0, f"eval every_steps {self.eval.every_steps}: must be >= 0 (0 = at the end)"),
         (bool(self.eval.ks) and all(k > 0 for k in self.eval.ks), f"ks {self.eval.ks}: need positive cut-offs"),
+        (self.eval.mask_history in masks,
+         f"mask_history {self.eval.mask_history!r}: expected one of {masks}"),
         (not self.eval.select_best or self.eval.select_best in self.eval.metric_names(),
          f"select_best {self.eval.select_best!r}: expected one of {self.eval.metric_names()}"),
         (not self.eval.select_best or self.eval.every_steps > 0,

@@ -16,8 +16,9 @@ items placed before target `t`:
 each averaged over the users that have at least one target.
 
 Scores. A user with `K` vectors `u_1..u_K` (`user_vectors [batch, K, dim]`) scores item
-`i` as `max_k <u_k, e_i>`. Ranking by that max is exactly what merging the K
-per-interest top lists by score, de-duplicated, gives.
+`i` as `max_k <u_k, e_i> + b_i` (the model's candidate side: item vectors `e` and an
+optional bias `b`). Ranking by that max is exactly what merging the K per-interest top
+lists by score, de-duplicated, gives.
 
 Ranks, not top-k lists. Instead of materializing the `[users, items]` score matrix or
 keeping running top-k lists, the evaluator scores the catalog in chunks of
@@ -33,11 +34,13 @@ before it, so `rank(t) = #{i != t, not masked: s_i >= s_t}`. A model that gives 
 item the same score therefore gets 0 at every k instead of inheriting the order of the
 frequency-ranked ids. A target whose score is not finite (NaN, inf) counts as a miss.
 
-Masking. The user's own targets are never counted as items ranked before another
-target through the catalog scan; they are compared with each other separately (so a
-target that also appears in the history stays rankable). With `mask_history`, the
-items of `eval_exclude` (the input history) are removed from the ranking, as in the
-S3-Rec protocol.
+Masking (`mask_history`). The user's own targets are never counted as items ranked
+before another target through the catalog scan; they are compared with each other
+separately. The items of `eval_exclude` (the whole input history) are removed from the
+ranking under "all" and "keep_targets"; they differ for a target the user consumed
+before: "all" (the default, as the S3-Rec code and RecBole do) masks it with the rest
+of the history, so it counts as a miss; "keep_targets" keeps it rankable. "none"
+ranks the history items like any other.
 """
 
 import dataclasses
@@ -49,11 +52,15 @@ import numpy as np
 import tensorflow as tf
 
 from common import files
+from common import names
 from input_pipeline import schema
-from input_pipeline.samples import EVAL_EXCLUDE, EVAL_TARGETS
 from models import base
 
 DEFAULT_KS = (10, 20, 50, 80, 100)
+MASK_ALL = "all"
+MASK_KEEP_TARGETS = "keep_targets"
+MASK_NONE = "none"
+MASK_HISTORY_MODES = (MASK_ALL, MASK_KEEP_TARGETS, MASK_NONE)
 METRICS = ("hr", "ndcg", "mrr", "recall", "precision", "f1")
 TIE_RULE = "pessimistic"
 # Rows of the item table scored at once: the step holds `[batch, K, chunk]` float32
@@ -75,7 +82,8 @@ class EvalResult:
     num_users_without_targets: users skipped because every target was padding.
     protocol: the split protocol of the data set (`input_pipeline.schema.SPLIT_PROTOCOLS`).
     ks: the cut-offs.
-    mask_history: whether the input history was removed from the ranking.
+    mask_history: how the input history was removed from the ranking
+      (`MASK_HISTORY_MODES`).
     num_items: size of the ranked catalog.
     seconds: wall time of the run.
   """
@@ -85,7 +93,7 @@ class EvalResult:
   num_users_without_targets: int
   protocol: str
   ks: Tuple[int, ...]
-  mask_history: bool
+  mask_history: str
   num_items: int
   seconds: float
 
@@ -101,7 +109,7 @@ def metric_name(metric: str, k: int) -> str:
 
 
 def item_rows(item_embeddings, num_items: int) -> tf.Tensor:
-  """Rows `[0, num_items)` of an item table as one local `[num_items, dim]` float32 tensor.
+  """Rows `[0, num_items)` of an item table (or bias) as one local float32 tensor.
 
   Args:
     item_embeddings: a tensor, a variable, a `ShardedVariable` (ParameterServerStrategy
@@ -120,8 +128,9 @@ def item_rows(item_embeddings, num_items: int) -> tf.Tensor:
   else:
     shards = [item_embeddings]
   table = tf.concat([tf.cast(tf.convert_to_tensor(s), tf.float32) for s in shards], axis=0)
-  if table.shape.rank != 2 or table.shape[0] < num_items:
-    raise ValueError(f"Expected an item table of shape [>= {num_items}, dim], got {table.shape}.")
+  if table.shape.rank not in (1, 2) or table.shape[0] < num_items:
+    raise ValueError(f"Expected an item table [>= {num_items}, dim] or bias [>= {num_items}], "
+                     f"got shape {table.shape}.")
   return table[:num_items]
 
 
@@ -160,6 +169,8 @@ def target_ranks(
     targets: tf.Tensor,
     masked: tf.Tensor,
     item_chunk_size: int,
+    bias: Optional[tf.Tensor] = None,
+    mask_targets: bool = False,
 ) -> Tuple[tf.Tensor, tf.Tensor]:
   """Position of every target in the user's full ranking (pessimistic ties).
 
@@ -171,6 +182,9 @@ def target_ranks(
       masking; may contain padding ids, which are ignored). Targets are always
       handled apart from the catalog scan, so they need not be listed.
     item_chunk_size: catalog rows scored at once.
+    bias: `[num_items]` float32 added to every item's score, or None.
+    mask_targets: a target that is also in `masked` counts as a miss (S3-Rec, RecBole);
+      otherwise it stays rankable.
 
   Returns:
     `(ranks, valid)`: `ranks [batch, T]` int64, the number of rankable items placed
@@ -185,9 +199,15 @@ def target_ranks(
   valid = _dedupe_targets(targets, num_items)
 
   # Target scores [B, T]: max over the user's vectors.
-  target_emb = tf.gather(items, tf.where(valid, targets, 0))
+  safe_targets = tf.where(valid, targets, 0)
+  target_emb = tf.gather(items, safe_targets)
   target_scores = tf.reduce_max(tf.einsum("bkd,btd->btk", user_vectors, target_emb), axis=2)
+  if bias is not None:
+    target_scores += tf.gather(bias, safe_targets)
   scored = valid & tf.math.is_finite(target_scores)
+  if mask_targets:
+    in_history = tf.reduce_any(targets[:, :, None] == tf.cast(masked, tf.int64)[:, None, :], axis=2)
+    scored &= ~in_history
   # Sort keys: unscored targets go last with +inf, which no finite item score reaches.
   keys = tf.where(scored, target_scores, np.inf)
   order = tf.argsort(keys, axis=1, stable=True)
@@ -203,6 +223,8 @@ def target_ranks(
     size = end - start
     scores = tf.matmul(flat_vectors, items[start:end], transpose_b=True)
     scores = tf.reduce_max(tf.reshape(scores, [batch, k_vectors, -1]), axis=1)  # [B, C]
+    if bias is not None:
+      scores += bias[tf.newaxis, start:end]
     local = removed - start
     where = tf.where((local >= 0) & (local < size))  # [n, 2]: (user, column of `removed`)
     updates = tf.stack([where[:, 0], tf.gather_nd(local, where)], axis=1)
@@ -263,115 +285,154 @@ def _any_size(spec: tf.TensorSpec) -> tf.TensorSpec:
   return tf.TensorSpec([None] * spec.shape.rank, spec.dtype)
 
 
-def evaluate(
-    *,
-    user_vectors_fn: UserVectorsFn,
-    item_embeddings,
-    dataset: tf.data.Dataset,
-    num_items: int,
-    protocol: str,
-    ks: Sequence[int] = DEFAULT_KS,
-    mask_history: bool = True,
-    item_chunk_size: int = DEFAULT_ITEM_CHUNK_SIZE,
-) -> EvalResult:
+class Evaluator:
   """Ranks the whole catalog for every user of an evaluation split.
 
+  Built once per job: its step function is traced on the first call and reused by
+  every later evaluation (periodic ones included), whatever the batch widths.
+
   Args:
-    user_vectors_fn: maps a feature batch (the `models.base` keys, without
-      `eval_targets`/`eval_exclude`, so it cannot see the answers) to
-      `[batch, K, dim]` user vectors.
-    item_embeddings: the item table (see `item_rows`); rows `[0, num_items)` are ranked.
-    dataset: a plain (not distributed) `tf.data.Dataset` of evaluation batches from
-      `input_pipeline.dataset.make_dataset` on a valid/test split: dicts with the
-      `models.base` keys plus `eval_targets [batch, T]` and `eval_exclude [batch, M]`
-      (int64, padded with `pad_id`). For a quick periodic evaluation pass
-      `dataset.take(n)`.
+    user_vectors_fn: maps a feature batch (without `eval_targets`/`eval_exclude`, so
+      it cannot see the answers) to `[batch, K, dim]` user vectors.
     num_items: number of real items.
     protocol: split protocol, one of `input_pipeline.schema.SPLIT_PROTOCOLS`
       (`stats.json` "split"); recorded in the result.
     ks: cut-offs, positive.
-    mask_history: remove `eval_exclude` (the input history) from the ranking.
+    mask_history: one of `MASK_HISTORY_MODES` (module docstring).
     item_chunk_size: catalog rows scored at once (memory `[batch, K, chunk]` floats).
-
-  Returns:
-    The averaged metrics.
-
-  Raises:
-    ValueError: bad arguments, or batches without the evaluation keys.
   """
-  if protocol not in schema.SPLIT_PROTOCOLS:
-    raise ValueError(f"Unknown protocol {protocol!r}; expected one of {schema.SPLIT_PROTOCOLS} "
-                     f"(the 'split' entry of the data set's {schema.STATS_FILE}).")
-  ks = tuple(int(k) for k in ks)
-  if not ks or min(ks) < 1:
-    raise ValueError(f"Cut-offs must be positive integers, got {ks}.")
-  if item_chunk_size < 1:
-    raise ValueError(f"item_chunk_size must be positive, got {item_chunk_size}.")
-  spec = dataset.element_spec
-  if not isinstance(spec, Mapping) or EVAL_TARGETS not in spec or EVAL_EXCLUDE not in spec:
-    raise ValueError(f"Evaluation batches must be dicts with {EVAL_TARGETS!r} and {EVAL_EXCLUDE!r}; "
-                     f"got {spec}. Build the dataset with input_pipeline.dataset.eval_config "
-                     f"on a valid/test split.")
-  items = item_rows(item_embeddings, num_items)
 
-  def step(features, items):
+  def __init__(self, *, user_vectors_fn: UserVectorsFn, num_items: int, protocol: str,
+               ks: Sequence[int] = DEFAULT_KS, mask_history: str = MASK_ALL,
+               item_chunk_size: int = DEFAULT_ITEM_CHUNK_SIZE):
+    if protocol not in schema.SPLIT_PROTOCOLS:
+      raise ValueError(f"Unknown protocol {protocol!r}; expected one of {schema.SPLIT_PROTOCOLS} "
+                       f"(the 'split' entry of the data set's {schema.STATS_FILE}).")
+    ks = tuple(int(k) for k in ks)
+    if not ks or min(ks) < 1:
+      raise ValueError(f"Cut-offs must be positive integers, got {ks}.")
+    if mask_history not in MASK_HISTORY_MODES:
+      raise ValueError(f"Unknown mask_history {mask_history!r}; expected one of "
+                       f"{MASK_HISTORY_MODES}.")
+    if item_chunk_size < 1:
+      raise ValueError(f"item_chunk_size must be positive, got {item_chunk_size}.")
+    self.user_vectors_fn = user_vectors_fn
+    self.num_items = num_items
+    self.protocol = protocol
+    self.ks = ks
+    self.mask_history = mask_history
+    self.item_chunk_size = item_chunk_size
+    self._step = None
+    self._spec = None
+
+  def _step_fn(self, features, items, bias):
     features = dict(features)
-    targets = features.pop(EVAL_TARGETS)
-    exclude = features.pop(EVAL_EXCLUDE)
+    targets = features.pop(names.EVAL_TARGETS)
+    exclude = features.pop(names.EVAL_EXCLUDE)
+    num_items = self.num_items
     pad = schema.pad_id(num_items)
     tf.debugging.assert_equal(
         tf.reduce_all(((targets >= 0) & (targets < num_items)) | (targets == pad)), True,
         message=f"eval_targets must be item indices in [0, {num_items}) or pad_id {pad}")
-    vectors = user_vectors_fn(features)
+    vectors = self.user_vectors_fn(features)
     if vectors.shape.rank != 3:
       raise ValueError(f"user_vectors_fn must return [batch, num_vectors, dim], got shape "
                        f"{vectors.shape}.")
     vectors = tf.cast(vectors, tf.float32)
-    masked = exclude if mask_history else exclude[:, :0]
-    ranks, valid = target_ranks(vectors, items, targets, masked, item_chunk_size)
-    return metric_sums(ranks, valid, ks), tf.reduce_sum(tf.cast(valid, tf.int64), axis=1)
+    masked = exclude[:, :0] if self.mask_history == MASK_NONE else exclude
+    ranks, valid = target_ranks(vectors, items, targets, masked, self.item_chunk_size, bias,
+                                mask_targets=self.mask_history == MASK_ALL)
+    return metric_sums(ranks, valid, self.ks), tf.reduce_sum(tf.cast(valid, tf.int64), axis=1)
 
-  # One trace for every batch: history, target and exclusion widths vary by batch.
-  step = tf.function(step, input_signature=[
-      tf.nest.map_structure(_any_size, spec), tf.TensorSpec(items.shape, tf.float32)])
+  def _traced_step(self, spec, items, bias):
+    # One trace for every batch: history, target and exclusion widths vary by batch.
+    spec = tf.nest.map_structure(_any_size, spec)
+    if self._step is None:
+      self._spec = spec
+      self._step = tf.function(self._step_fn, input_signature=[
+          spec, tf.TensorSpec(items.shape, tf.float32), tf.TensorSpec(bias.shape, tf.float32)])
+    elif spec != self._spec:
+      raise ValueError(f"This Evaluator was traced for batches {self._spec}, got {spec}.")
+    return self._step
 
-  start_time = last_log = time.time()
-  sums = np.zeros([len(ks), len(METRICS)])
-  num_users = num_targets = num_empty = 0
-  for features in dataset:
-    batch_sums, counts = step(features, items)
-    counts = counts.numpy()
-    sums += batch_sums.numpy()
-    num_users += int((counts > 0).sum())
-    num_targets += int(counts.sum())
-    num_empty += int((counts == 0).sum())
-    if time.time() - last_log > _LOG_EVERY_SECONDS:
-      last_log = time.time()
-      logging.info("evaluation: %d users ranked against %d items (%.0f users/s)", num_users,
-                   num_items, num_users / (last_log - start_time))
-  if num_empty:
-    logging.warning("evaluation: %d users had no target and were skipped", num_empty)
-  means = sums / max(num_users, 1)
-  result = EvalResult(
-      metrics={metric_name(m, k): float(means[i, j]) for i, k in enumerate(ks)
-               for j, m in enumerate(METRICS)},
-      num_users=num_users, num_targets=num_targets, num_users_without_targets=num_empty,
-      protocol=protocol, ks=ks, mask_history=mask_history, num_items=num_items,
-      seconds=time.time() - start_time)
-  logging.info("evaluation (%s, history %s, %d users, %.1f s): %s", protocol,
-               "masked" if mask_history else "not masked", num_users, result.seconds,
-               format_metrics(result))
-  return result
+  def __call__(self, dataset: tf.data.Dataset, item_embeddings, item_bias=None) -> EvalResult:
+    """Evaluates one split.
+
+    Args:
+      dataset: a plain (not distributed) `tf.data.Dataset` of evaluation batches from
+        `input_pipeline.dataset.make_dataset` with `eval_config`: the model's features
+        plus `eval_targets [batch, T]` and `eval_exclude [batch, M]` (int64, padded
+        with `pad_id`). For a quick periodic evaluation pass `dataset.take(n)`.
+      item_embeddings: the candidate vectors (see `item_rows`); rows `[0, num_items)`
+        are ranked.
+      item_bias: the candidates' bias (same forms), or None.
+
+    Returns:
+      The averaged metrics.
+
+    Raises:
+      ValueError: batches without the evaluation keys.
+    """
+    spec = dataset.element_spec
+    if (not isinstance(spec, Mapping) or names.EVAL_TARGETS not in spec or
+        names.EVAL_EXCLUDE not in spec):
+      raise ValueError(f"Evaluation batches must be dicts with {names.EVAL_TARGETS!r} and "
+                       f"{names.EVAL_EXCLUDE!r}; got {spec}. Build the dataset with "
+                       f"input_pipeline.dataset.eval_config on a valid/test split.")
+    items = item_rows(item_embeddings, self.num_items)
+    # A zero bias costs one addition per scored chunk and keeps one traced function.
+    bias = (tf.zeros([self.num_items]) if item_bias is None
+            else item_rows(item_bias, self.num_items))
+    step = self._traced_step(spec, items, bias)
+
+    start_time = last_log = time.time()
+    sums = np.zeros([len(self.ks), len(METRICS)])
+    num_users = num_targets = num_empty = 0
+    for features in dataset:
+      batch_sums, counts = step(features, items, bias)
+      counts = counts.numpy()
+      sums += batch_sums.numpy()
+      num_users += int((counts > 0).sum())
+      num_targets += int(counts.sum())
+      num_empty += int((counts == 0).sum())
+      if time.time() - last_log > _LOG_EVERY_SECONDS:
+        last_log = time.time()
+        logging.info("evaluation: %d users ranked against %d items (%.0f users/s)", num_users,
+                     self.num_items, num_users / (last_log - start_time))
+    if num_empty:
+      logging.warning("evaluation: %d users had no target and were skipped", num_empty)
+    means = sums / max(num_users, 1)
+    result = EvalResult(
+        metrics={metric_name(m, k): float(means[i, j]) for i, k in enumerate(self.ks)
+                 for j, m in enumerate(METRICS)},
+        num_users=num_users, num_targets=num_targets, num_users_without_targets=num_empty,
+        protocol=self.protocol, ks=self.ks, mask_history=self.mask_history,
+        num_items=self.num_items, seconds=time.time() - start_time)
+    logging.info("evaluation (%s, history mask %s, %d users, %.1f s): %s", self.protocol,
+                 self.mask_history, num_users, result.seconds, format_metrics(result))
+    return result
 
 
-def evaluate_model(model: base.RetrievalModel, dataset: tf.data.Dataset, **kwargs) -> EvalResult:
-  """`evaluate` for a `models.base.RetrievalModel`: its `user_vectors` and `item_table`.
+def evaluate(*, user_vectors_fn: UserVectorsFn, item_embeddings, dataset: tf.data.Dataset,
+             num_items: int, item_bias=None, **kwargs) -> EvalResult:
+  """One evaluation with a new `Evaluator` (kwargs: protocol, ks, mask_history, ...)."""
+  evaluator = Evaluator(user_vectors_fn=user_vectors_fn, num_items=num_items, **kwargs)
+  return evaluator(dataset, item_embeddings, item_bias)
 
-  `kwargs` are `evaluate`'s other keyword arguments (protocol, ks, mask_history, ...).
+
+def model_evaluator(model: base.RetrievalModel, **kwargs) -> Callable[[tf.data.Dataset], EvalResult]:
+  """An evaluation function of a `RetrievalModel`: its user vectors against its candidates.
+
+  `kwargs` are `Evaluator`'s other arguments (protocol, ks, mask_history, ...). The
+  candidates are read anew at every call, so the function follows training.
   """
-  return evaluate(
-      user_vectors_fn=lambda features: model(features, training=False)[base.USER_VECTORS],
-      item_embeddings=model.item_table, dataset=dataset, num_items=model.num_items, **kwargs)
+  evaluator = Evaluator(user_vectors_fn=model.user_vectors, num_items=model.num_items, **kwargs)
+
+  def evaluate_dataset(dataset: tf.data.Dataset) -> EvalResult:
+    candidates = model.candidates()
+    return evaluator(dataset, candidates.vectors, candidates.bias)
+
+  return evaluate_dataset
 
 
 def format_metrics(result: EvalResult) -> str:
@@ -420,6 +481,6 @@ def popularity_scorer(item_counts: np.ndarray) -> Tuple[UserVectorsFn, tf.Tensor
   table = tf.constant(np.asarray(item_counts, np.float32)[:, None])
 
   def user_vectors_fn(features):
-    return tf.ones([tf.shape(features[base.HISTORY])[0], 1, 1])
+    return tf.ones([tf.shape(features[names.HISTORY])[0], 1, 1])
 
   return user_vectors_fn, table

@@ -1,23 +1,32 @@
-"""SavedModel export with serving signatures on raw item ids (docs/architecture.md, 5).
+"""SavedModel export with serving signatures on raw ids (docs/architecture.md, 5).
 
 `export_saved_model` builds a fresh model *outside* any distribution strategy,
 restores it from the training checkpoint and writes
 
     MODEL_DIR/export/<unix-timestamp>/
         saved_model.pb, variables/          signatures below
-        assets.extra/export_meta.json       model, num_items, dim, max_length, data stats
+        assets.extra/export_meta.json       model, num_items, dim, max_length, inputs, data stats
 
-with the signatures
-    serving_default(history: string [batch, len], history_timestamps: int64 [batch, len])
+with the signatures (names in `common.names`)
+    serving_default(<the raw inputs the model reads>)
         -> user_vectors: float32 [batch, num_vectors, dim]
+           history_length: int64 [batch]   known history items used
+           unknown_items: int64 [batch]    request ids not in the vocabulary, ignored
     item_embeddings()
-        -> item_ids: string [num_items], embeddings: float32 [num_items, dim]
+        -> item_ids: string [num_items], embeddings: float32 [num_items, dim],
+           item_bias: float32 [num_items] (zeros without a bias),
+           item_counts: float32 [num_items] (training counts)
 
-Serving input. `history` holds the data set's raw item ids, oldest first, padded with
-`""` anywhere; the real ids are gathered to the left (order kept), the last
-`max_length` of them kept, mapped to indices through the vocabulary (ids unseen in
-training get `oov_id`), padded with `pad_id` to `[batch, max_length]`, and
-`history_length` is their count: exactly the batches `input_pipeline` feeds the model.
+Serving inputs. The model's `sample_spec()` names the timeline fields its feature sets
+read; the signature takes exactly their raw forms: `history` (string `[batch, len]`,
+raw item ids oldest first, `""` pads anywhere) always, and as the model needs them
+`history_timestamps` (int64, aligned), `history_feedback` (float32, aligned),
+`impressions` + `impression_timestamps` (items shown but not clicked, any order),
+`user_features` (string, raw feature names such as "age=25") and `request_time`
+(int64 `[batch]`). The export maps ids through the vocabularies, drops unknown ones
+(counted in `unknown_items`; they never feed the untrained OOV row into a user
+vector) and padding, builds one timeline per user and runs the model's own feature
+sets at its end: the same code that built its training and evaluation batches.
 
 Why a fresh model and a checkpoint. Under ParameterServerStrategy the item table is a
 `ShardedVariable` spread over the parameter servers and the model's functions are
@@ -45,24 +54,37 @@ import numpy as np
 import tensorflow as tf
 
 from common import files
+from common import names
+from input_pipeline import samples
 from input_pipeline import schema
+from input_pipeline.data_spec import DataSpec
 from models import base
 
 EXPORT_SUBDIR = "export"
 CHECKPOINT_SUBDIR = "checkpoints"
 CHECKPOINT_MODEL_KEY = "model"
-META_FILE = os.path.join("assets.extra", "export_meta.json")
-SERVING_SIGNATURE = "serving_default"
-ITEM_EMBEDDINGS_SIGNATURE = "item_embeddings"
-# Signature input and output names.
-HISTORY = base.HISTORY
-HISTORY_TIMESTAMPS = base.HISTORY_TIMESTAMPS
-USER_VECTORS = base.USER_VECTORS
-ITEM_IDS = "item_ids"
-EMBEDDINGS = "embeddings"
+
+# Raw serving input per timeline field a model reads: (name, dtype, rank).
+RAW_INPUTS = {
+    schema.ITEMS: (names.RAW_HISTORY, tf.string, 2),
+    schema.TIMESTAMPS: (names.RAW_HISTORY_TIMESTAMPS, tf.int64, 2),
+    schema.FEEDBACK: (names.RAW_HISTORY_FEEDBACK, tf.float32, 2),
+    schema.IMPRESSIONS: (names.RAW_IMPRESSIONS, tf.string, 2),
+    schema.IMPRESSION_TIMESTAMPS: (names.RAW_IMPRESSION_TIMESTAMPS, tf.int64, 2),
+    schema.USER_FEATURES: (names.RAW_USER_FEATURES, tf.string, 2),
+}
+REQUEST_TIME_INPUT = (names.RAW_REQUEST_TIME, tf.int64, 1)
 
 
-def build_model(model_name: str, model_config: Any, num_items: int, max_length: int) -> base.RetrievalModel:
+def serving_inputs(sample_spec: samples.SampleSpec) -> Dict[str, tf.TensorSpec]:
+  """The serving signature's inputs for a model's `SampleSpec` (name -> TensorSpec)."""
+  wanted = [RAW_INPUTS[field] for field in sample_spec.reads]
+  if sample_spec.uses_request_time:
+    wanted.append(REQUEST_TIME_INPUT)
+  return {name: tf.TensorSpec([None] * rank, dtype, name=name) for name, dtype, rank in wanted}
+
+
+def build_model(model_name: str, model_config: Any, data: DataSpec) -> base.RetrievalModel:
   """A registered model with its variables created, built outside any strategy.
 
   Raises:
@@ -76,8 +98,8 @@ def build_model(model_name: str, model_config: Any, num_items: int, max_length: 
   from models import all_models  # pylint: disable=unused-import,g-import-not-at-top
   from models import registry  # pylint: disable=g-import-not-at-top
 
-  model = registry.lookup(model_name).model_class(model_config, num_items=num_items)
-  model.create_variables(max_length)
+  model = registry.lookup(model_name).model_class(model_config, data=data)
+  model.create_variables()
   return model
 
 
@@ -102,55 +124,96 @@ def restore_model(model: base.RetrievalModel, checkpoint_path: str) -> None:
         f"tf.train.Checkpoint({CHECKPOINT_MODEL_KEY}=model, ...)? {e}") from e
 
 
-def serving_module(model: base.RetrievalModel, raw_item_ids, max_length: int) -> tf.Module:
+def _vocabulary(keys) -> tf.lookup.StaticHashTable:
+  """Raw string -> index table; unknown strings (and "") map to -1."""
+  return tf.lookup.StaticHashTable(
+      tf.lookup.KeyValueTensorInitializer(tf.constant(list(keys), tf.string),
+                                          tf.range(len(keys), dtype=tf.int64)),
+      default_value=-1)
+
+
+def _known(vocabulary, raw):
+  """Looks `[batch, n]` raw ids up; returns (indices, known mask, unknown count [batch])."""
+  indices = vocabulary.lookup(raw)
+  known = indices >= 0
+  unknown = tf.reduce_sum(tf.cast((raw != "") & ~known, tf.int64), axis=1)
+  return indices, known, unknown
+
+
+def _by_time(ids, times):
+  """Sorts `[batch, n]` ids (and times) by time within each row, padding (-1) last."""
+  key = tf.where(ids >= 0, times, tf.int64.max)
+  order = tf.argsort(key, axis=1, stable=True)
+  return tf.gather(ids, order, batch_dims=1), tf.gather(times, order, batch_dims=1)
+
+
+def serving_module(model: base.RetrievalModel) -> tf.Module:
   """A `tf.Module` with the two signatures' functions and only the state they need.
 
-  Args:
-    model: a built (restored) model.
-    raw_item_ids: `[num_items]` raw ids in index order (`schema.read_vocab`).
-    max_length: histories are cut to their last `max_length` real items.
-
   Returns:
-    A module whose `serve` and `item_embeddings` are signature-ready `tf.function`s.
+    A module whose `serve` (call `serve.get_concrete_function(**serving_inputs(spec))`)
+    and `candidates` are signature-ready `tf.function`s.
   """
-  num_items = model.num_items
-  if len(raw_item_ids) != num_items:
-    raise ValueError(f"The vocabulary has {len(raw_item_ids)} ids but the model has "
-                     f"{num_items} items: is the data_dir the one the model was trained on?")
-  pad, oov = schema.pad_id(num_items), schema.oov_id(num_items)
+  data = model.data
+  spec = model.sample_spec()
+  reads = spec.reads
+  paddings = spec.paddings(data)
   root = tf.Module()
   root.model_variables = list(model.variables)
-  root.item_ids = tf.Variable(np.asarray(raw_item_ids, dtype=object), trainable=False,
+  root.item_ids = tf.Variable(np.asarray(data.item_ids, dtype=object), trainable=False,
                               dtype=tf.string, name="item_ids")
-  root.vocabulary = tf.lookup.StaticHashTable(
-      tf.lookup.KeyValueTensorInitializer(
-          tf.constant(raw_item_ids, tf.string), tf.range(num_items, dtype=tf.int64)),
-      default_value=oov)
+  root.item_counts = tf.Variable(data.item_counts, trainable=False, name="item_counts")
+  root.vocabulary = _vocabulary(data.item_ids)
+  if schema.USER_FEATURES in reads:
+    root.user_feature_vocabulary = _vocabulary(data.user_feature_names or [""])
 
-  @tf.function(input_signature=[
-      tf.TensorSpec([None, None], tf.string, name=HISTORY),
-      tf.TensorSpec([None, None], tf.int64, name=HISTORY_TIMESTAMPS)])
-  def serve(history, history_timestamps):
-    real = tf.not_equal(history, "")
-    ids = tf.ragged.boolean_mask(history, real)[:, -max_length:]
-    times = tf.ragged.boolean_mask(history_timestamps, real)[:, -max_length:]
-    features = {
-        base.HISTORY: tf.ragged.map_flat_values(root.vocabulary.lookup, ids).to_tensor(
-            default_value=pad, shape=[None, max_length]),
-        base.HISTORY_LENGTH: ids.row_lengths(),
-        base.HISTORY_TIMESTAMPS: times.to_tensor(default_value=0, shape=[None, max_length]),
+  @tf.function
+  def serve(**inputs):
+    history, known, unknown = _known(root.vocabulary, inputs[names.RAW_HISTORY])
+    batch = tf.shape(history, out_type=tf.int64)[0]
+
+    def aligned(name, default_dtype):
+      value = inputs[name] if name in inputs else tf.zeros(tf.shape(history), default_dtype)
+      return tf.ragged.boolean_mask(value, known)
+
+    timelines = {
+        schema.ITEMS: tf.ragged.boolean_mask(history, known),
+        schema.TIMESTAMPS: aligned(names.RAW_HISTORY_TIMESTAMPS, tf.int64),
+        schema.FEEDBACK: aligned(names.RAW_HISTORY_FEEDBACK, tf.float32),
     }
-    vectors = model(features, training=False)[base.USER_VECTORS]
-    return {USER_VECTORS: tf.cast(vectors, tf.float32)}
+    if schema.IMPRESSIONS in reads:
+      shown, shown_known, shown_unknown = _known(root.vocabulary, inputs[names.RAW_IMPRESSIONS])
+      unknown += shown_unknown
+      shown, shown_times = _by_time(tf.where(shown_known, shown, -1),
+                                    inputs[names.RAW_IMPRESSION_TIMESTAMPS])
+      timelines[schema.IMPRESSIONS] = tf.ragged.boolean_mask(shown, shown >= 0)
+      timelines[schema.IMPRESSION_TIMESTAMPS] = tf.ragged.boolean_mask(shown_times, shown >= 0)
+    if schema.USER_FEATURES in reads:
+      features, features_known, _ = _known(root.user_feature_vocabulary,
+                                           inputs[names.RAW_USER_FEATURES])
+      timelines[schema.USER_FEATURES] = tf.ragged.boolean_mask(features, features_known)
+    lengths = timelines[schema.ITEMS].row_lengths()
+    timelines[schema.TARGET_START] = lengths
+    request_time = inputs.get(names.RAW_REQUEST_TIME, tf.zeros([batch], tf.int64))
+    features = spec.features_at(timelines, tf.range(batch), lengths, request_time)
+    vectors = model(samples.pad(features, paddings), training=False)[names.USER_VECTORS]
+    return {names.USER_VECTORS: tf.cast(vectors, tf.float32),
+            names.HISTORY_LENGTH: tf.minimum(lengths, spec.max_length),
+            names.UNKNOWN_ITEMS: unknown}
 
   @tf.function(input_signature=[])
-  def item_embeddings():
-    table = tf.convert_to_tensor(model.item_table)
-    return {ITEM_IDS: tf.identity(root.item_ids),
-            EMBEDDINGS: tf.cast(table[:num_items], tf.float32)}
+  def candidates():
+    side = model.candidates()
+    vectors = tf.convert_to_tensor(side.vectors)[:data.num_items]
+    bias = (tf.zeros([data.num_items]) if side.bias is None
+            else tf.convert_to_tensor(side.bias)[:data.num_items])
+    return {names.ITEM_IDS: tf.identity(root.item_ids),
+            names.EMBEDDINGS: tf.cast(vectors, tf.float32),
+            names.ITEM_BIAS: tf.cast(bias, tf.float32),
+            names.ITEM_COUNTS: tf.identity(root.item_counts)}
 
   root.serve = serve
-  root.item_embeddings = item_embeddings
+  root.candidates = candidates
   return root
 
 
@@ -166,9 +229,8 @@ def export_saved_model(
     *,
     model_name: str,
     model_config: Any,
-    data_dir: str,
+    data: DataSpec,
     model_dir: str,
-    max_length: int,
     checkpoint_path: Optional[str] = None,
     extra_meta: Optional[Dict[str, Any]] = None,
 ) -> str:
@@ -181,10 +243,8 @@ def export_saved_model(
   Args:
     model_name: the registered model name (`sine`, ...).
     model_config: that model's config dataclass instance, as used for training.
-    data_dir: the prepared data set trained on (vocab.tsv, stats.json).
+    data: the description of the data set trained on (`data_spec.read(data_dir)`).
     model_dir: the training run's directory; the export goes to `model_dir/export/`.
-    max_length: the training history length (`DataConfig.max_length`); serving keeps
-      the last `max_length` items of a history.
     checkpoint_path: a checkpoint prefix written as `tf.train.Checkpoint(model=...)`;
       default: the latest one in `model_dir/checkpoints/`.
     extra_meta: more entries for export_meta.json (e.g. the training step).
@@ -193,38 +253,43 @@ def export_saved_model(
     The export directory.
 
   Raises:
-    FileNotFoundError: no checkpoint or no data set.
+    FileNotFoundError: no checkpoint.
     ValueError: inside a strategy scope, or the checkpoint does not match the model.
   """
-  if max_length < 1:
-    raise ValueError(f"max_length must be >= 1, got {max_length}.")
   if checkpoint_path is None:
     checkpoint_dir = os.path.join(model_dir, CHECKPOINT_SUBDIR)
     checkpoint_path = tf.train.latest_checkpoint(checkpoint_dir)
     if checkpoint_path is None:
       raise FileNotFoundError(f"No checkpoint in {checkpoint_dir!r} to export; train first "
                               f"or pass checkpoint_path.")
-  stats = schema.read_stats(data_dir)
-  raw_item_ids = schema.read_vocab(data_dir)
-  num_items = int(stats["num_items"])
-  model = build_model(model_name, model_config, num_items, max_length)
+  model = build_model(model_name, model_config, data)
   restore_model(model, checkpoint_path)
-  root = serving_module(model, raw_item_ids, max_length)
-  user_vectors = root.serve(tf.constant([[raw_item_ids[0]]]), tf.zeros([1, 1], tf.int64))
+  root = serving_module(model)
+  spec = model.sample_spec()
+  inputs = serving_inputs(spec)
+  serve = root.serve.get_concrete_function(**inputs)
+  probe = {name: tf.zeros([1] + [1] * (value.shape.rank - 1), value.dtype)
+           for name, value in inputs.items()}
+  probe[names.RAW_HISTORY] = tf.constant([[data.item_ids[0]]])
+  user_vectors = serve(**probe)[names.USER_VECTORS]
   meta = {
       "model": model_name,
       "model_config": dataclasses.asdict(model_config) if dataclasses.is_dataclass(model_config)
                       else repr(model_config),
-      "num_items": num_items,
-      "num_vectors": int(user_vectors[USER_VECTORS].shape[1]),
-      "dim": int(user_vectors[USER_VECTORS].shape[2]),
-      "max_length": max_length,
+      "num_items": data.num_items,
+      "num_vectors": int(user_vectors.shape[1]),
+      "dim": int(user_vectors.shape[2]),
+      "max_length": spec.max_length,
       "checkpoint": checkpoint_path,
-      "data_dir": os.path.abspath(data_dir),
-      "data_stats": stats,
-      "signatures": {SERVING_SIGNATURE: {"inputs": [HISTORY, HISTORY_TIMESTAMPS],
-                                         "outputs": [USER_VECTORS]},
-                     ITEM_EMBEDDINGS_SIGNATURE: {"inputs": [], "outputs": [ITEM_IDS, EMBEDDINGS]}},
+      "data_dir": os.path.abspath(data.data_dir) if data.data_dir else "",
+      "data_stats": dict(data.stats),
+      "signatures": {
+          names.SERVING_SIGNATURE: {
+              "inputs": sorted(inputs),
+              "outputs": [names.USER_VECTORS, names.HISTORY_LENGTH, names.UNKNOWN_ITEMS]},
+          names.CANDIDATES_SIGNATURE: {
+              "inputs": [],
+              "outputs": [names.ITEM_IDS, names.EMBEDDINGS, names.ITEM_BIAS, names.ITEM_COUNTS]}},
       **(extra_meta or {}),
   }
 
@@ -234,10 +299,10 @@ def export_saved_model(
   # a half export under a timestamp that the index job would pick up.
   with files.replace_directory(final_dir, flag="export") as temporary_dir:
     tf.saved_model.save(root, temporary_dir, signatures={
-        SERVING_SIGNATURE: root.serve.get_concrete_function(),
-        ITEM_EMBEDDINGS_SIGNATURE: root.item_embeddings.get_concrete_function()})
-    files.write_json(os.path.join(temporary_dir, META_FILE), meta, default=str)
-  logging.info("exported %s (%d items, %d x %d user vectors) from %s to %s", model_name, num_items,
-               meta["num_vectors"], meta["dim"], checkpoint_path, final_dir)
+        names.SERVING_SIGNATURE: serve,
+        names.CANDIDATES_SIGNATURE: root.candidates.get_concrete_function()})
+    files.write_json(os.path.join(temporary_dir, names.EXPORT_META_FILE), meta, default=str)
+  logging.info("exported %s (%d items, %d x %d user vectors, inputs %s) from %s to %s",
+               model_name, data.num_items, meta["num_vectors"], meta["dim"], sorted(inputs),
+               checkpoint_path, final_dir)
   return final_dir
-

@@ -10,10 +10,10 @@ that `trainer.strategy` builds:
   the coordinator `join`s every `log_every` steps, which is where progress is logged,
   checkpoints are written and evaluations run.
 
-Loss (per replica): `compute_average_loss(softmax_loss [B], global_batch)` plus the
-model's aux terms, `[B]` ones averaged the same way and scalar ones scaled by
-`scale_regularization_loss`, so the sum over replicas is the global-batch mean
-under every strategy. Gradients are aggregated first and then clipped by their
+Loss (per replica): for every softmax head the model returns,
+`compute_average_loss(head_loss [B], global_batch)`, plus the model's aux terms, `[B]`
+ones averaged the same way and scalar ones scaled by `scale_regularization_loss`, so
+the sum over replicas is the global-batch mean under every strategy. Gradients are aggregated first and then clipped by their
 global norm across all variables (the optimizer's `global_clipnorm`), shards of a
 partitioned table included.
 
@@ -41,10 +41,11 @@ from absl import logging
 import tensorflow as tf
 import tf_keras
 
+from common import names
+from input_pipeline import data_spec as data_spec_lib
 from input_pipeline import dataset as dataset_lib
 from input_pipeline import schema
 from models import all_models  # noqa: F401  (registers every model)
-from models import base
 from models import losses
 from models import registry
 from trainer import config as config_lib
@@ -57,10 +58,12 @@ SUMMARY_SUBDIR = "summaries"
 METRICS_FILE = "metrics.json"
 BEST_SUBDIR = "best"  # under CHECKPOINT_SUBDIR: the best valid checkpoint (select_best)
 BEST_FILE = "best.json"
-SOFTMAX_TERM = "softmax"
 REGULARIZATION_TERM = "regularization"
 TOTAL_TERM = "total"
-_EXAMPLES = "examples"  # not a loss: examples in the step, summed over replicas
+# Not losses: counts in the step, summed over replicas.
+EXAMPLES_TERM = "examples"  # samples
+TARGETS_TERM = "targets"  # real labels of all heads (= training prefixes for next-item heads)
+_COUNTS = (EXAMPLES_TERM, TARGETS_TERM)
 
 
 def make_optimizer(config: config_lib.OptimizerConfig) -> tf_keras.optimizers.Optimizer:
@@ -73,32 +76,35 @@ def make_optimizer(config: config_lib.OptimizerConfig) -> tf_keras.optimizers.Op
   raise ValueError(f"Unknown optimizer {config.name!r}; expected one of {config_lib.OPTIMIZERS}.")
 
 
-def make_loss(config: config_lib.LossConfig, data_dir: str, num_items: int) -> losses.RetrievalLoss:
-  """The softmax head; the unigram sampler reads the training counts from vocab.tsv."""
+def make_loss(config: config_lib.LossConfig, data: data_spec_lib.DataSpec) -> losses.RetrievalLoss:
+  """The softmax head; the unigram sampler uses the training counts of `data`."""
   softmax = losses.SoftmaxConfig(num_negatives=config.num_negatives, sampler=config.sampler,
                                  unigram_power=config.unigram_power)
-  counts = evaluation.read_item_counts(data_dir) if config.sampler == losses.UNIGRAM else None
-  return losses.RetrievalLoss(softmax, num_items=num_items, item_counts=counts)
+  counts = data.item_counts if config.sampler == losses.UNIGRAM else None
+  return losses.RetrievalLoss(softmax, num_items=data.num_items, item_counts=counts)
 
 
-def loss_terms(outputs: Dict[str, Any], per_example_loss: tf.Tensor, global_batch_size: int,
+def loss_terms(outputs: Dict[str, Any], head_losses: Dict[str, tf.Tensor], global_batch_size: int,
                regularization_losses=()) -> Dict[str, tf.Tensor]:
   """One replica's loss terms, scaled so that their sum over replicas is the global mean.
 
   Args:
     outputs: the model's output dict (its `AUX_LOSSES` are read).
-    per_example_loss: `[batch]` softmax loss of this replica's examples.
+    head_losses: `{head name: [batch]}` softmax losses of this replica's examples.
     global_batch_size: examples of one step over all replicas.
     regularization_losses: scalar Keras layer losses (`model.losses`).
 
   Returns:
-    `{"softmax": ..., <aux name>: ..., ["regularization": ...]}` scalars.
+    `{<head name>: ..., <aux name>: ..., ["regularization": ...]}` scalars.
   """
-  terms = {SOFTMAX_TERM: tf.nn.compute_average_loss(per_example_loss,
-                                                    global_batch_size=global_batch_size)}
-  for name, value in sorted(outputs.get(base.AUX_LOSSES, {}).items()):
-    if name in terms or name in (REGULARIZATION_TERM, TOTAL_TERM):
-      raise ValueError(f"Model aux loss name {name!r} clashes with a trainer loss term.")
+  if not head_losses:
+    raise ValueError(f"The model returned no softmax heads under {names.HEADS!r} for a training "
+                     f"batch; a RetrievalModel returns at least one when LABELS are given.")
+  terms = {name: tf.nn.compute_average_loss(value, global_batch_size=global_batch_size)
+           for name, value in sorted(head_losses.items())}
+  for name, value in sorted(outputs.get(names.AUX_LOSSES, {}).items()):
+    if name in terms or name in (REGULARIZATION_TERM, TOTAL_TERM, *_COUNTS):
+      raise ValueError(f"Model loss term name {name!r} clashes with another loss term.")
     value = tf.convert_to_tensor(value)
     if value.shape.rank == 0:
       terms[name] = tf.nn.scale_regularization_loss(value)
@@ -109,22 +115,32 @@ def loss_terms(outputs: Dict[str, Any], per_example_loss: tf.Tensor, global_batc
   return terms
 
 
-class _Run:
-  """The state of one training job: model, optimizer, checkpoints, input, step function."""
+class TrainingRun:
+  """The state of one training job: model, optimizer, checkpoints, input, step function.
+
+  Attributes:
+    data: the data set's description, read once and shared by the model, the input,
+      the loss, the evaluation and the export.
+    sample_spec: what the model reads (`model.sample_spec()`).
+  """
 
   def __init__(self, config: config_lib.TrainConfig, strategy: tf.distribute.Strategy):
     self.config = config
     self.strategy = strategy
-    self.stats = schema.read_stats(config.data.data_dir)
-    self.num_items = int(self.stats["num_items"])
+    self.data = data_spec_lib.read(config.data.data_dir)
+    schema.check_shards(config.data.data_dir, self.data.stats)
     self.model_config = config_lib.build_model_config(config.model, max_length=config.data.max_length)
-    self.loss = make_loss(config.loss, config.data.data_dir, self.num_items)
+    self.loss = make_loss(config.loss, self.data)
     model_class = registry.lookup(config.model.name).model_class
     with strategy.scope():
-      self.model = model_class(self.model_config, num_items=self.num_items)
+      self.model = model_class(self.model_config, data=self.data)
       self.optimizer = make_optimizer(config.optimizer)
-      self.model.create_variables(config.data.max_length)
+      self.model.create_variables()
       self.optimizer.build(self.model.trainable_variables)
+    self.sample_spec = self.model.sample_spec()
+    self._evaluate = evaluation.model_evaluator(
+        self.model, protocol=self.data.protocol, ks=config.eval.ks,
+        mask_history=config.eval.mask_history)
     self.checkpoint = tf.train.Checkpoint(
         **{export.CHECKPOINT_MODEL_KEY: self.model}, optimizer=self.optimizer,
         step=self.optimizer.iterations)
@@ -200,14 +216,15 @@ class _Run:
     data = self.config.data
     input_config = dataset_lib.InputConfig(
         data_dir=data.data_dir, split="train", batch_size=data.batch_size,
-        max_length=data.max_length, sample_builder=data.sample_builder,
         shuffle_buffer=data.shuffle_buffer, seed=seed, num_epochs=None, drop_remainder=True)
-    return lambda input_context: dataset_lib.make_dataset(input_config, input_context)
+    return lambda input_context: dataset_lib.make_dataset(input_config, self.sample_spec,
+                                                          self.data, input_context)
 
   def eval_dataset(self, split: str, max_users: Optional[int] = None) -> tf.data.Dataset:
     batch = self.config.eval.batch_size
-    dataset = dataset_lib.make_dataset(dataset_lib.eval_config(
-        self.config.data.data_dir, split, batch_size=batch, max_length=self.config.data.max_length))
+    dataset = dataset_lib.make_dataset(
+        dataset_lib.eval_config(self.config.data.data_dir, split, batch_size=batch),
+        self.sample_spec, self.data)
     return dataset if max_users is None else dataset.take(math.ceil(max_users / batch))
 
   # The step.
@@ -216,14 +233,19 @@ class _Run:
     """One replica's forward and backward pass; returns its scaled loss terms."""
     with tf.GradientTape() as tape:
       outputs = self.model(features, training=True)
-      per_example = self.loss(self.model.item_table, outputs[base.QUERY], features[base.LABELS])
-      terms = loss_terms(outputs, per_example, self.config.data.batch_size, self.model.losses)
+      candidates = self.model.candidates()
+      heads = outputs.get(names.HEADS, {})
+      head_losses = {name: self.loss(candidates, head) for name, head in heads.items()}
+      terms = loss_terms(outputs, head_losses, self.config.data.batch_size, self.model.losses)
       total = tf.add_n(list(terms.values()))
     variables = self.model.trainable_variables
     gradients = tape.gradient(total, variables)
     self.optimizer.apply_gradients(zip(gradients, variables))
     terms[TOTAL_TERM] = total
-    terms[_EXAMPLES] = tf.cast(tf.shape(per_example)[0], tf.float32)
+    terms[EXAMPLES_TERM] = tf.cast(tf.shape(features[names.HISTORY_LENGTH])[0], tf.float32)
+    terms[TARGETS_TERM] = tf.add_n([
+        tf.reduce_sum(tf.cast((head.labels >= 0) & (head.labels < self.data.num_items),
+                              tf.float32)) for head in heads.values()])
     return terms
 
   def distributed_step(self, iterator):
@@ -232,9 +254,8 @@ class _Run:
             for name, value in per_replica.items()}
 
   def evaluate(self, split: str, max_users: Optional[int] = None) -> evaluation.EvalResult:
-    return evaluation.evaluate_model(
-        self.model, self.eval_dataset(split, max_users), protocol=self.stats["split"],
-        ks=self.config.eval.ks, mask_history=self.config.eval.mask_history)
+    """Full-catalog evaluation of the model as it is now (the first `max_users` users)."""
+    return self._evaluate(self.eval_dataset(split, max_users))
 
 
 def _sum_records(records) -> Dict[str, float]:
@@ -246,10 +267,10 @@ def _sum_records(records) -> Dict[str, float]:
   return sums
 
 
-class _LocalSteps:
+class LocalSteps:
   """Runs steps on this machine's devices: `n` steps per `tf.function` call."""
 
-  def __init__(self, run: _Run, seed: int):
+  def __init__(self, run: TrainingRun, seed: int):
     iterator = iter(run.strategy.distribute_datasets_from_function(run.train_dataset_fn(seed)))
     if run.strategy.num_replicas_in_sync > 1:
       # Collective all-reduces inside an in-graph loop can pair up across iterations
@@ -273,10 +294,10 @@ class _LocalSteps:
     return self._run(num_steps)
 
 
-class _CoordinatedSteps:
+class CoordinatedSteps:
   """Schedules steps on the parameter-server cluster's workers; joins after `n`."""
 
-  def __init__(self, run: _Run):
+  def __init__(self, run: TrainingRun):
     self._coordinator = tf.distribute.coordinator.ClusterCoordinator(run.strategy)
     # Unseeded shuffles: every worker runs the same dataset_fn (input pipeline 0), so
     # only unseeded shuffling makes the workers read in different orders.
@@ -308,7 +329,7 @@ def _write_scalars(writer, step: int, values: Dict[str, float], prefix: str = ""
   writer.flush()
 
 
-def _train(run: _Run, steps, writers) -> Dict[str, float]:
+def _train(run: TrainingRun, steps, writers) -> Dict[str, float]:
   """Trains from the restored step to `train_steps`; returns the last progress record."""
   config = run.config
   step = run.step
@@ -323,15 +344,15 @@ def _train(run: _Run, steps, writers) -> Dict[str, float]:
     if step != stop:
       raise RuntimeError(f"Ran {num_steps} steps to reach step {stop}, but the optimizer counts "
                          f"{step}: were steps lost on a failed worker?")
-    record = {name: value / num_steps for name, value in sums.items() if name != _EXAMPLES}
-    record["examples_per_second"] = sums[_EXAMPLES] / seconds
+    record = {name: value / num_steps for name, value in sums.items() if name not in _COUNTS}
+    losses_line = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != TOTAL_TERM)
+    record["examples_per_second"] = sums[EXAMPLES_TERM] / seconds
+    record["targets_per_second"] = sums[TARGETS_TERM] / seconds
     record["learning_rate"] = learning_rate
     _write_scalars(writers["train"], step, record, prefix="")
-    logging.info("step %d/%d: loss %.4f (%s), %.0f examples/s, lr %g", step,
-                 config.schedule.train_steps, record[TOTAL_TERM],
-                 ", ".join(f"{k} {v:.4f}" for k, v in record.items()
-                           if k not in (TOTAL_TERM, "examples_per_second", "learning_rate")),
-                 record["examples_per_second"], learning_rate)
+    logging.info("step %d/%d: loss %.4f (%s), %.0f examples/s, %.0f targets/s, lr %g", step,
+                 config.schedule.train_steps, record[TOTAL_TERM], losses_line,
+                 record["examples_per_second"], record["targets_per_second"], learning_rate)
     if step % config.checkpoint.every_steps == 0 or step == config.schedule.train_steps:
       run.save()
     if config.eval.every_steps and step % config.eval.every_steps == 0 and (
@@ -376,7 +397,7 @@ def _train_and_evaluate(config: config_lib.TrainConfig,
   tf.random.set_seed(config.schedule.seed)
   logging.info("training %s under %s with %d replica(s) per step; model_dir %s", config.model.name,
                type(strategy).__name__, strategy.num_replicas_in_sync, config.model_dir)
-  run = _Run(config, strategy)
+  run = TrainingRun(config, strategy)
   writers = {name: tf.summary.create_file_writer(os.path.join(config.model_dir, SUMMARY_SUBDIR, name))
              for name in ("train", "valid", "test")}
   if run.step >= config.schedule.train_steps:
@@ -385,10 +406,10 @@ def _train_and_evaluate(config: config_lib.TrainConfig,
     record = {}
   else:
     if strategy_lib.is_parameter_server(strategy):
-      steps = _CoordinatedSteps(run)
+      steps = CoordinatedSteps(run)
     else:
       # Reseeded by the step, so that a resumed run does not replay the first batches.
-      steps = _LocalSteps(run, seed=config.schedule.seed + run.step)
+      steps = LocalSteps(run, seed=config.schedule.seed + run.step)
     try:
       record = _train(run, steps, writers)
     except KeyboardInterrupt:
@@ -398,13 +419,18 @@ def _train_and_evaluate(config: config_lib.TrainConfig,
       run.save()
       raise
 
-  results = {"valid": run.evaluate("valid")}
   checkpoint_path = None  # export's default: the latest checkpoint
+  valid = None
   if config.eval.select_best:
-    run.consider_best(results["valid"].metrics)
+    # The final step competes on the same valid users as the periodic evaluations.
+    valid = run.evaluate("valid", config.eval.max_users)
+    run.consider_best(valid.metrics)
     if run.best()["step"] != run.step:
       checkpoint_path = run.restore_best()
-      results["valid"] = run.evaluate("valid")
+      valid = None
+  if valid is None or config.eval.max_users is not None:
+    valid = run.evaluate("valid")
+  results = {"valid": valid}
   step = run.step
   _write_scalars(writers["valid"], step, results["valid"].metrics)
   results["test"] = run.evaluate("test")
@@ -412,10 +438,8 @@ def _train_and_evaluate(config: config_lib.TrainConfig,
   export_dir = None
   if config.export.enabled:
     export_dir = export.export_saved_model(
-        model_name=config.model.name, model_config=run.model_config,
-        data_dir=config.data.data_dir, model_dir=config.model_dir,
-        max_length=config.data.max_length, checkpoint_path=checkpoint_path,
-        extra_meta={"step": step})
+        model_name=config.model.name, model_config=run.model_config, data=run.data,
+        model_dir=config.model_dir, checkpoint_path=checkpoint_path, extra_meta={"step": step})
   extra = {
       "model": config.model.name,
       "split": "test",

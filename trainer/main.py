@@ -18,13 +18,14 @@ wait; the `chief` trains under ParameterServerStrategy (see docs/training.md).
 
 import dataclasses
 import os
-import signal
 
 from absl import app
 from absl import flags
 from absl import logging
 
+from common import cli  # before TensorFlow is imported: quiets its C++ start-up logs
 from trainer import config as config_lib
+from trainer import evaluation
 from trainer import strategy as strategy_lib
 
 _MODEL = flags.DEFINE_string("model", None,
@@ -38,8 +39,6 @@ _MODEL_DIR = flags.DEFINE_string("model_dir", "", "Output directory; empty: runs
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", None, "Final global step.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Global batch size.")
 _MAX_LENGTH = flags.DEFINE_integer("max_length", None, "Most recent history items kept.")
-_SAMPLE_BUILDER = flags.DEFINE_string("sample_builder", None,
-                                      "Training sample builder (input_pipeline/samples.py).")
 _NUM_NEGATIVES = flags.DEFINE_integer(
     "num_negatives", None, "Sampled negatives per batch; the full softmax is used when the "
     "catalog is not larger.")
@@ -58,8 +57,11 @@ _KS = flags.DEFINE_list("ks", None, "Cut-offs of the ranking metrics, e.g. 10,20
 _SELECT_BEST = flags.DEFINE_string(
     "select_best", None, "Valid metric (e.g. ndcg@10) whose best checkpoint is tested and "
     "exported instead of the final step; needs --eval_every.")
-_MASK_HISTORY = flags.DEFINE_bool("mask_history", None,
-                                  "Remove the input history from the evaluation ranking.")
+_MASK_HISTORY = flags.DEFINE_enum(
+    "mask_history", None, list(evaluation.MASK_HISTORY_MODES),
+    "How evaluation removes the input history from the ranking: all (default; the S3-Rec "
+    "protocol: a target consumed before counts as a miss), keep_targets (such a target stays "
+    "rankable) or none.")
 _SEED = flags.DEFINE_integer("seed", None, "Random seed.")
 _EXPORT = flags.DEFINE_bool("export", None, "Export a SavedModel at the end.")
 _MODEL_PARAM = flags.DEFINE_multi_string(
@@ -110,8 +112,7 @@ def config_from_flags() -> config_lib.TrainConfig:
   return config_lib.TrainConfig(
       model_dir=model_dir,
       data=dataclasses.replace(base.data, data_dir=data_dir, **pick(
-          batch_size=_BATCH_SIZE.value, max_length=_MAX_LENGTH.value,
-          sample_builder=_SAMPLE_BUILDER.value)),
+          batch_size=_BATCH_SIZE.value, max_length=_MAX_LENGTH.value)),
       model=config_lib.ModelConfig(name=model_name, overrides=overrides),
       optimizer=dataclasses.replace(base.optimizer, **pick(
           name=_OPTIMIZER.value, learning_rate=_LEARNING_RATE.value, clip_norm=_CLIP_NORM.value)),
@@ -144,16 +145,6 @@ def default_data_dir() -> str:
   return data_dir
 
 
-def _interrupt_on_sigterm():
-  """SIGTERM (Kubernetes, `kill`) ends training like Ctrl-C: checkpoint, then exit."""
-
-  def handler(signum, frame):
-    del signum, frame
-    raise KeyboardInterrupt("SIGTERM")
-
-  signal.signal(signal.SIGTERM, handler)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -174,8 +165,8 @@ def main(argv):
 
   result = loop.train_and_evaluate(config, strategy_lib.build_strategy(resolver))
   print(f"\nFinal evaluation of {config.model.name} at step {result['step']} on the test split "
-        f"({result['protocol']}, {result['num_users']} users, history "
-        f"{'masked' if result['mask_history'] else 'not masked'}):")
+        f"({result['protocol']}, {result['num_users']} users, history mask "
+        f"{result['mask_history']}):")
   for k in result["ks"]:
     print(f"  @{k:<4d}" + "  ".join(f"{metric} {result['metrics'][f'{metric}@{k}']:.4f}"
                                     for metric in ("hr", "ndcg", "mrr", "recall")))
@@ -185,9 +176,11 @@ def main(argv):
 
 
 def run():
-  """Console-script entry point (`dcg-train`)."""
-  _interrupt_on_sigterm()
-  app.run(main)
+  """Console-script entry point (`dcg-train`); a user's mistake ends it with one line
+  `error: ...` and exit status 2 (`common.cli`). SIGTERM (Kubernetes, `kill`) ends
+  training like Ctrl-C: a checkpoint, then exit."""
+  cli.interrupt_on_sigterm()
+  cli.run(main)
 
 
 if __name__ == "__main__":

@@ -3,16 +3,32 @@
 pyarrow parses fast but its errors rarely say which line broke. On a parse or
 conversion error we re-scan the text in Python (only then) to find the first line that
 does not match the expected layout and report `path:line: expected ..., got ...`.
+Input quoted in a message is cut to an excerpt; bytes that are not UTF-8 (a binary
+file) are reported by line and column, a quote that is never closed by the line it
+opens on. Reading shows its progress over the file's bytes (`common.cli.progress`).
 """
 
+import contextlib
 import csv
 import gzip
 import io
 import os
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
+
+from common import cli
+
+_EXCERPT_CHARS = 100
+
+
+def excerpt(value) -> str:
+  """`repr(value)` cut to about 100 characters: messages quote input, never all of it."""
+  text = repr(value)
+  if len(text) <= _EXCERPT_CHARS:
+    return text
+  return f"{text[:_EXCERPT_CHARS]}... ({len(text):,} characters)"
 
 
 def find_file(path: str, candidates: Sequence[str], what: str) -> str:
@@ -42,21 +58,84 @@ def find_single(path: str, suffixes: Sequence[str], what: str) -> str:
   return os.path.join(path, names[0])
 
 
-def open_text(path: str, encoding: str = "utf-8") -> io.TextIOBase:
-  """Opens a text file, gunzipping `*.gz`."""
-  if path.endswith(".gz"):
-    return gzip.open(path, "rt", encoding=encoding, newline="")
-  return open(path, encoding=encoding, newline="")
+class _Counted(io.RawIOBase):
+  """A binary file that passes the number of bytes of each read to `advance`."""
+
+  def __init__(self, raw: BinaryIO, advance: Callable[[int], None]):
+    super().__init__()
+    self._raw, self._advance = raw, advance
+
+  def readable(self) -> bool:
+    return True
+
+  def readinto(self, buffer) -> Optional[int]:
+    count = self._raw.readinto(buffer)
+    self._advance(count or 0)
+    return count
 
 
-def read_bytes(path: str) -> bytes:
-  with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as f:
-    return f.read()
+def _not_text(path: str, expected: str, encoding: str) -> ValueError:
+  """The error for a file that is not `encoding` text, naming its first bad byte."""
+  name = encoding.upper()
+  with gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb") as f:
+    for line_number, line in enumerate(f, start=1):
+      try:
+        line.decode(encoding)
+      except UnicodeDecodeError as error:
+        return ValueError(
+            f"{path}:{line_number}: expected {name} text ({expected}), got byte "
+            f"0x{line[error.start]:02x} at column {error.start + 1}, which is not {name}: a "
+            f"binary or compressed file? Pass the text file itself (gzipped text needs a name "
+            f"ending in .gz), or convert it to {name}.")
+  return ValueError(f"{path}: expected {name} text ({expected}); convert it to {name}.")
+
+
+@contextlib.contextmanager
+def _decoding_errors(path: str, expected: str, encoding: str) -> Iterator[None]:
+  """Turns a failure to decode `path` inside the block into a ValueError naming the file."""
+  try:
+    yield
+  except UnicodeDecodeError:
+    raise _not_text(path, expected, encoding) from None
+  except (gzip.BadGzipFile, EOFError) as error:
+    raise ValueError(f"{path}: expected gzip-compressed text ({expected}) as the name ends in "
+                     f".gz, got {error}. Pass the uncompressed file under a name without .gz, "
+                     f"or compress it with gzip.") from None
+
+
+@contextlib.contextmanager
+def _binary(path: str, expected: str, encoding: str = "utf-8") -> Iterator[BinaryIO]:
+  """The bytes of `path` (gunzipped for `*.gz`), read with progress and `_decoding_errors`."""
+  with open(path, "rb", buffering=0) as raw, \
+       cli.progress(f"Reading {os.path.basename(path)}", os.path.getsize(path), "B") as advance, \
+       _decoding_errors(path, expected, encoding):
+    stream = io.BufferedReader(_Counted(raw, advance), 1 << 20)
+    yield gzip.GzipFile(fileobj=stream) if path.endswith(".gz") else stream
+
+
+@contextlib.contextmanager
+def open_text(path: str, expected: str, encoding: str = "utf-8") -> Iterator[io.TextIOBase]:
+  """Opens a text file (gunzipping `*.gz`); bytes that are not `encoding` raise a ValueError.
+
+  Args:
+    path: the file.
+    expected: what it should hold, for messages, e.g. "'user item item ...' lines".
+    encoding: the text encoding.
+  """
+  with _binary(path, expected, encoding) as binary, \
+       io.TextIOWrapper(binary, encoding=encoding, newline="") as text:
+    yield text
+
+
+def read_bytes(path: str, expected: str) -> bytes:
+  """All bytes of a file (gunzipped for `*.gz`)."""
+  with _binary(path, expected) as binary:
+    return binary.read()
 
 
 def header_names(path: str, delimiter: str = ",") -> List[str]:
   """Column names in the first line of a CSV file."""
-  with open_text(path) as f:
+  with open_text(path, "a CSV file with a header line") as f:
     return next(csv.reader(f, delimiter=delimiter), [])
 
 
@@ -74,22 +153,36 @@ def require_columns(path: str, available: Sequence[str], required: Dict[str, str
                        f"columns {list(available)}.")
 
 
-def _check_rows(rows: Iterable[List[str]], path: str, first_line: int, num_fields: int,
-                int_fields: Sequence[int], float_fields: Sequence[int], expected: str) -> None:
-  """Raises a ValueError at the first row that does not fit the expected layout."""
-  for line, fields in enumerate(rows, start=first_line):
-    if not fields or fields == [""]:
-      continue  # pyarrow skips empty lines too
-    if len(fields) != num_fields:
-      raise ValueError(f"{path}:{line}: expected {expected} ({num_fields} fields), got "
-                       f"{len(fields)} fields: {fields!r}.")
-    for index, convert, kind in ([(i, int, "an integer") for i in int_fields] +
-                                 [(i, float, "a number") for i in float_fields]):
-      try:
-        convert(fields[index])
-      except ValueError:
-        raise ValueError(f"{path}:{line}: expected {expected}; field {index + 1} should be "
-                         f"{kind}, got {fields[index]!r}.") from None
+def _unclosed_quote(path: str, line: int, expected: str) -> ValueError:
+  return ValueError(f"{path}:{line}: expected {expected}; got a '\"' that opens a quoted value "
+                    f"not closed on this line. Close the quote, or remove the stray '\"'.")
+
+
+def _check_rows(rows, path: str, num_fields: int, int_fields: Sequence[int],
+                float_fields: Sequence[int], expected: str) -> None:
+  """Raises a ValueError at the first row of the `csv.reader` `rows` that does not fit."""
+  line = rows.line_num + 1  # where the next row starts
+  while True:
+    try:
+      fields = next(rows, None)
+    except csv.Error:  # a value longer than csv.field_size_limit(): a quote not closed
+      raise _unclosed_quote(path, line, expected) from None
+    if fields is None:
+      return
+    if fields and fields != [""]:  # pyarrow skips empty lines too
+      if len(fields) != num_fields:
+        if any("\n" in value or "\r" in value for value in fields):
+          raise _unclosed_quote(path, line, expected)
+        raise ValueError(f"{path}:{line}: expected {expected} ({num_fields} fields), got "
+                         f"{len(fields)} fields: {excerpt(fields)}.")
+      for index, convert, kind in ([(i, int, "an integer") for i in int_fields] +
+                                   [(i, float, "a number") for i in float_fields]):
+        try:
+          convert(fields[index])
+        except ValueError:
+          raise ValueError(f"{path}:{line}: expected {expected}; field {index + 1} should be "
+                           f"{kind}, got {excerpt(fields[index])}.") from None
+    line = rows.line_num + 1
 
 
 def read_table(path: str, *, column_names: Optional[Sequence[str]], delimiter: str,
@@ -113,31 +206,34 @@ def read_table(path: str, *, column_names: Optional[Sequence[str]], delimiter: s
   Raises:
     ValueError: naming `path:line` of the first malformed line.
   """
-  source = pa.BufferReader(data) if data is not None else path
-  read_options = pa_csv.ReadOptions(column_names=list(column_names) if column_names else None,
-                                    block_size=1 << 24)
   # Tab-separated logs are never quoted; a stray '"' in a title must not open a quote.
-  parse_options = pa_csv.ParseOptions(delimiter=delimiter, quote_char=False if delimiter == "\t" else '"')
-  convert_options = pa_csv.ConvertOptions(column_types=column_types,
-                                          include_columns=include_columns,
-                                          strings_can_be_null=False)
+  quoted = delimiter != "\t"
+  options = dict(
+      read_options=pa_csv.ReadOptions(column_names=list(column_names) if column_names else None,
+                                      block_size=1 << 24),
+      parse_options=pa_csv.ParseOptions(delimiter=delimiter, quote_char='"' if quoted else False),
+      convert_options=pa_csv.ConvertOptions(column_types=column_types,
+                                            include_columns=include_columns,
+                                            strings_can_be_null=False))
   try:
-    return pa_csv.read_csv(source, read_options=read_options, parse_options=parse_options,
-                           convert_options=convert_options)
+    if data is not None:
+      return pa_csv.read_csv(pa.BufferReader(data), **options)
+    with _binary(path, expected) as binary:
+      return pa_csv.read_csv(binary, **options)
   except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
     names = list(column_names) if column_names else header_names(path, delimiter)
     int_fields = [names.index(c) for c, t in column_types.items() if pa.types.is_integer(t) and c in names]
     float_fields = [names.index(c) for c, t in column_types.items() if pa.types.is_floating(t) and c in names]
-    text = (data.decode("utf-8", errors="replace").splitlines() if data is not None else None)
-    if text is not None:
-      rows = csv.reader(text, delimiter=delimiter, quoting=csv.QUOTE_NONE)
-      _check_rows(rows, path, 1, len(names), int_fields, float_fields, expected)
+    if data is None:
+      text = open_text(path, expected)
     else:
-      with open_text(path) as f:
-        rows = csv.reader(f, delimiter=delimiter,
-                          quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
-        if not column_names:
-          next(rows, None)
-        _check_rows(rows, path, 1 if column_names else 2, len(names), int_fields, float_fields,
-                    expected)
-    raise ValueError(f"{path}: could not parse as {expected}: {error}") from error
+      with _decoding_errors(path, expected, "utf-8"):
+        text = contextlib.nullcontext(io.StringIO(data.decode("utf-8"), newline=""))
+    with text as f:
+      rows = csv.reader(f, delimiter=delimiter,
+                        quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE)
+      if not column_names:
+        next(rows, None)
+      _check_rows(rows, path, len(names), int_fields, float_fields, expected)
+    raise ValueError(f"{path}: could not parse as {expected}: {cli.one_line(str(error), 300)}"
+                     ) from error

@@ -121,7 +121,7 @@ class EventLog:
     return len(self.impression_users)
 
   def validate(self) -> None:
-    """Checks that the columns line up; raises ValueError naming the source otherwise."""
+    """Checks that the columns line up and no id is empty; raises ValueError naming the source."""
     n, m = self.num_events, self.num_impressions
     columns = {"items": self.items, "timestamps": self.timestamps}
     if self.feedback is not None:
@@ -132,6 +132,10 @@ class EventLog:
     for name in ("impression_items", "impression_timestamps"):
       if len(getattr(self, name)) != m:
         raise ValueError(f"{self.source}: {m} impression users but {len(getattr(self, name))} {name}.")
+    for ids, what in ((self.user_ids, "user"), (self.item_ids, "item")):
+      if ids.null_count or pc.index(ids, "").as_py() >= 0:
+        raise ValueError(f"{self.source}: an empty {what} id; expected every event to name its "
+                         f"{what}. Remove the lines or rows without one.")
     for codes, ids, what in ((self.users, self.user_ids, "user"), (self.items, self.item_ids, "item"),
                              (self.impression_users, self.user_ids, "user"),
                              (self.impression_items, self.item_ids, "item")):

@@ -40,7 +40,8 @@ def _rows(path: str, separator: str, min_fields: int, expected: str,
         continue
       fields = line.split(separator)
       if len(fields) < min_fields:
-        raise ValueError(f"{path}:{line_number}: expected {expected}, got {line!r}.")
+        raise ValueError(f"{path}:{line_number}: expected {expected}, got "
+                         f"{delimited.excerpt(line)}.")
       yield line_number, fields
 
 
@@ -102,9 +103,10 @@ def read(path: str) -> EventLog:
     item_features, user_features = _ml100k_features(directory)
   else:
     # pyarrow needs a one-character delimiter; ratings never contain tabs.
-    data = delimited.read_bytes(ratings).replace(b"::", b"\t")
+    expected = "'UserID::MovieID::Rating::Timestamp'"
+    data = delimited.read_bytes(ratings, expected).replace(b"::", b"\t")
     table = delimited.read_table(ratings, column_names=names, delimiter="\t", column_types=types,
-                                 expected="'UserID::MovieID::Rating::Timestamp'", data=data)
+                                 expected=expected, data=data)
     del data
     item_features, user_features = _ml1m_features(directory)
   logging.info("Read %d ratings from %s.", table.num_rows, ratings)

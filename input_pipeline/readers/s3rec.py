@@ -38,7 +38,7 @@ def _attributes_file(sequence_file: str) -> Optional[str]:
 
 def read_attributes(path: str) -> Dict[str, List[str]]:
   """item id -> ["attribute=<id>", ...] from an `*_item2attributes.json` file."""
-  with open(path) as f:
+  with delimited.open_text(path, "a JSON object") as f:
     try:
       table = json.load(f)
     except json.JSONDecodeError as error:
@@ -50,8 +50,8 @@ def read_attributes(path: str) -> Dict[str, List[str]]:
   features = {}
   for item, attributes in table.items():
     if not isinstance(attributes, list):
-      raise ValueError(f"{path}: item {item!r} maps to {attributes!r}; expected a list of "
-                       f"attribute ids.")
+      raise ValueError(f"{path}: item {item!r} maps to {delimited.excerpt(attributes)}; "
+                       f"expected a list of attribute ids.")
     features[str(item)] = [f"attribute={a}" for a in attributes]
   return features
 
@@ -63,14 +63,14 @@ def read(path: str, file_name: Optional[str] = None) -> EventLog:
   path = delimited.find_single(path, (".txt",), "an S3-Rec 'user item item ...' file")
   user_tokens, item_tokens, lengths = [], [], []
   first_line = {}
-  with delimited.open_text(path) as f:
+  with delimited.open_text(path, "'user item item ...' lines") as f:
     for line_number, line in enumerate(f, start=1):
       fields = line.split()
       if not fields:
         continue
       if len(fields) < 2:
         raise ValueError(f"{path}:{line_number}: expected 'user item item ...' (a user id and at "
-                         f"least one item), got {line.rstrip()!r}.")
+                         f"least one item), got {delimited.excerpt(line.rstrip())}.")
       if fields[0] in first_line:
         raise ValueError(f"{path}:{line_number}: user {fields[0]!r} already has a line "
                          f"({first_line[fields[0]]}); expected one line per user.")

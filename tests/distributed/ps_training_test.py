@@ -17,8 +17,9 @@ import socket
 import numpy as np
 import pytest
 
+from common import names
 from input_pipeline import schema
-from models import base
+from input_pipeline.data_spec import DataSpec
 from models import losses
 from models import sine
 from tests.trainer import tiny_data
@@ -77,15 +78,19 @@ def strategy(cluster):
       os.environ["TF_CONFIG"] = previous
 
 
-def _model_config():
-  return sine.SINEConfig(embedding_dim=DIM, max_length=10, num_interests=2, num_prototypes=10)
+def _model(strategy):
+  """A tiny SINE with its variables created in the strategy's scope, as the trainer does."""
+  with strategy.scope():
+    model = sine.SINE(sine.SINEConfig(embedding_dim=DIM, max_length=10, num_interests=2,
+                                      num_prototypes=10), data=DataSpec.for_catalog(NUM_ITEMS))
+    model.create_variables()
+  return model
 
 
 @pytest.mark.large
 def test_item_table_is_sharded_over_both_ps(strategy):
   assert isinstance(strategy, tf.distribute.ParameterServerStrategy)
-  with strategy.scope():
-    model = sine.SINE(_model_config(), num_items=NUM_ITEMS)
+  model = _model(strategy)
   table = model.item_table
   # (ShardedVariable has no public class outside tf.__internal__.)
   assert type(table).__name__ == "ShardedVariable"
@@ -100,9 +105,7 @@ def test_item_table_is_sharded_over_both_ps(strategy):
 
 @pytest.mark.large
 def test_sampled_softmax_on_sharded_table_equals_unsharded(strategy):
-  with strategy.scope():
-    model = sine.SINE(_model_config(), num_items=NUM_ITEMS)
-  table = model.item_table
+  table = _model(strategy).item_table
   rng = np.random.default_rng(0)
   query = tf.constant(rng.normal(size=[4, DIM]), tf.float32)
   labels = tf.constant([[0], [7], [150], [199]], tf.int64)
@@ -150,4 +153,4 @@ def test_train_and_export_under_parameter_servers(strategy, tmp_path):
   np.testing.assert_allclose(items["embeddings"].numpy(), saved_table[:NUM_ITEMS])
   vectors = exported.signatures["serving_default"](
       history=tf.constant([["item3", "item4", ""]]), history_timestamps=tf.zeros([1, 3], tf.int64))
-  assert vectors[base.USER_VECTORS].shape == (1, 1, DIM)
+  assert vectors[names.USER_VECTORS].shape == (1, 1, DIM)

@@ -5,10 +5,11 @@ import os
 import numpy as np
 import pytest
 
+from common import names as base
+from input_pipeline import data_spec
 from input_pipeline import dataset
 from input_pipeline import samples
 from input_pipeline import schema
-from models import base
 import tensorflow as tf
 
 NUM_ITEMS = 50
@@ -32,9 +33,16 @@ def _write(data_dir, splits, num_shards=1):
     for writer in writers:
       writer.close()
   schema.write_stats(str(data_dir), {
-      "num_items": NUM_ITEMS,
+      "num_items": NUM_ITEMS, "split": schema.LEAVE_LAST_ONE_OUT,
       "splits": {split: {"num_users": len(t)} for split, t in splits.items()}})
   return str(data_dir)
+
+
+def _make(config, context=None, max_length=50, training=samples.AllPrefixes()):
+  """make_dataset for a model reading the history, trained on `training` samples."""
+  spec = samples.SampleSpec(features=(samples.History(max_length),), training=training)
+  data = data_spec.DataSpec.for_catalog(NUM_ITEMS, stats=schema.read_stats(config.data_dir))
+  return dataset.make_dataset(config, spec, data, context)
 
 
 def _in_order(data_dir, **overrides):
@@ -59,7 +67,7 @@ def test_batch_is_padded_with_pad_id(tmp_path):
   # Timelines [1, 2, 3] and [4, 5], max_length 4, no bucketing: every row is padded
   # to 4 columns, items with PAD = 51, timestamps with 0. Samples: [1]->2, [1, 2]->3, [4]->5.
   data_dir = _write(tmp_path, {"train": [([1, 2, 3], 0), ([4, 5], 0)]})
-  [batch] = _batches(dataset.make_dataset(_in_order(data_dir, max_length=4, batch_size=8)))
+  [batch] = _batches(_make(_in_order(data_dir, batch_size=8), max_length=4))
   np.testing.assert_array_equal(batch[base.HISTORY], [[1, PAD, PAD, PAD],
                                                       [1, 2, PAD, PAD],
                                                       [4, PAD, PAD, PAD]])
@@ -69,12 +77,6 @@ def test_batch_is_padded_with_pad_id(tmp_path):
   np.testing.assert_array_equal(batch[base.HISTORY_LENGTH], [1, 2, 1])
   np.testing.assert_array_equal(batch[base.LABELS], [[2], [3], [5]])
   assert batch[base.HISTORY].dtype == np.int64
-
-
-def test_item_space_reads_stats(tmp_path):
-  data_dir = _write(tmp_path, {"train": [([1, 2], 0)]})
-  assert dataset.item_space(data_dir) == dataset.ItemSpace(
-      num_items=50, oov_id=50, pad_id=51, embedding_rows=52)
 
 
 def test_streams_every_sample_from_sharded_files(tmp_path):
@@ -88,11 +90,11 @@ def test_streams_every_sample_from_sharded_files(tmp_path):
   assert len(expected) == 23
   config = dataset.InputConfig(data_dir=data_dir, batch_size=4, num_epochs=1, seed=7,
                                shuffle_buffer=4, window_batches=2)
-  batches = _batches(dataset.make_dataset(config))
+  batches = _batches(_make(config))
   assert sorted(_pairs(batches)) == expected
   assert [len(b[base.LABELS]) for b in batches].count(4) == 5  # 23 = 5 * 4 + 3
   # Two epochs give every sample twice.
-  twice = _batches(dataset.make_dataset(dataset.InputConfig(
+  twice = _batches(_make(dataset.InputConfig(
       data_dir=data_dir, batch_size=4, num_epochs=2, seed=7)))
   assert sorted(_pairs(twice)) == sorted(expected * 2)
 
@@ -102,10 +104,10 @@ def test_seed_makes_order_reproducible(tmp_path):
   data_dir = _write(tmp_path, {"train": timelines}, num_shards=2)
   config = dataset.InputConfig(data_dir=data_dir, batch_size=8, num_epochs=1, seed=3,
                                deterministic=True)
-  first = _pairs(_batches(dataset.make_dataset(config)))
-  assert first == _pairs(_batches(dataset.make_dataset(config)))
+  first = _pairs(_batches(_make(config)))
+  assert first == _pairs(_batches(_make(config)))
   # ... and shuffling changed the file order (sorted would mean no shuffle at all).
-  assert first != _pairs(_batches(dataset.make_dataset(_in_order(data_dir, batch_size=8))))
+  assert first != _pairs(_batches(_make(_in_order(data_dir, batch_size=8))))
 
 
 def test_unseeded_instances_differ_despite_a_global_seed(tmp_path):
@@ -120,7 +122,7 @@ def test_unseeded_instances_differ_despite_a_global_seed(tmp_path):
 
     @tf.function
     def first_batch_labels():
-      return dataset.make_dataset(config).take(1).get_single_element()[base.LABELS]
+      return _make(config).take(1).get_single_element()[base.LABELS]
 
     first, second = first_batch_labels().numpy(), first_batch_labels().numpy()
   finally:
@@ -137,10 +139,9 @@ def test_bucketing_groups_similar_lengths(tmp_path):
   lengths = [1, 2] * 4 + [3, 4] * 4 + [5, 6, 7, 8] * 2
   timelines = [(list(range(n + 1)), 0) for n in lengths]
   data_dir = _write(tmp_path, {"train": timelines}, num_shards=2)
-  config = dataset.InputConfig(data_dir=data_dir, batch_size=4, max_length=8, num_epochs=1,
-                               sample_builder="last_item", bucket_boundaries=(2, 4),
-                               window_batches=8, seed=1)
-  batches = _batches(dataset.make_dataset(config))
+  config = dataset.InputConfig(data_dir=data_dir, batch_size=4, num_epochs=1,
+                               bucket_boundaries=(2, 4), window_batches=8, seed=1)
+  batches = _batches(_make(config, max_length=8, training=samples.LastItem()))
   bucket_width = lambda n: 2 if n <= 2 else 4 if n <= 4 else 8
   for batch in batches:
     widths = {bucket_width(n) for n in batch[base.HISTORY_LENGTH]}
@@ -150,16 +151,15 @@ def test_bucketing_groups_similar_lengths(tmp_path):
 
 def test_without_bucketing_histories_have_max_length_columns(tmp_path):
   data_dir = _write(tmp_path, {"train": [([1, 2], 0), ([3, 4, 5], 0)]})
-  config = dataset.InputConfig(data_dir=data_dir, max_length=6, bucketing=False, num_epochs=1)
-  for batch in _batches(dataset.make_dataset(config)):
+  config = dataset.InputConfig(data_dir=data_dir, bucketing=False, num_epochs=1)
+  for batch in _batches(_make(config, max_length=6)):
     assert batch[base.HISTORY].shape[1] == 6
 
 
 def test_next_k_labels_keep_their_width(tmp_path):
   # k = 3: [7] -> [8, 9, PAD], [7, 8] -> [9, PAD, PAD].
   data_dir = _write(tmp_path, {"train": [([7, 8, 9], 0)]})
-  [batch] = _batches(dataset.make_dataset(_in_order(
-      data_dir, max_length=4, sample_builder="next_k", num_labels=3)))
+  [batch] = _batches(_make(_in_order(data_dir), max_length=4, training=samples.NextK(3)))
   np.testing.assert_array_equal(batch[base.LABELS], [[8, 9, PAD], [9, PAD, PAD]])
 
 
@@ -170,18 +170,18 @@ def test_evaluation_split(tmp_path):
   # exclusions (longest 3, past the last boundary) to the next multiple of 2, i.e. 4.
   # Bucketing puts u1 (history length 1, bucket 1) before u0 (length 2, bucket 2).
   data_dir = _write(tmp_path, {"valid": [([1, 2, 3, 4], 3), ([5, 6, 7], 1)]})
-  [batch] = _batches(dataset.make_dataset(dataset.eval_config(data_dir, "valid", max_length=2)))
+  [batch] = _batches(_make(dataset.eval_config(data_dir, "valid"), max_length=2))
   np.testing.assert_array_equal(batch[base.HISTORY], [[5, PAD], [2, 3]])
   np.testing.assert_array_equal(batch[base.HISTORY_LENGTH], [1, 2])
-  np.testing.assert_array_equal(batch[samples.EVAL_TARGETS], [[6, 7], [4, PAD]])
-  np.testing.assert_array_equal(batch[samples.EVAL_EXCLUDE], [[5, PAD, PAD, PAD], [1, 2, 3, PAD]])
+  np.testing.assert_array_equal(batch[base.EVAL_TARGETS], [[6, 7], [4, PAD]])
+  np.testing.assert_array_equal(batch[base.EVAL_EXCLUDE], [[5, PAD, PAD, PAD], [1, 2, 3, PAD]])
 
 
 def _pipeline_samples(data_dir, num_pipelines, pipeline_id):
   context = tf.distribute.InputContext(num_input_pipelines=num_pipelines,
                                        input_pipeline_id=pipeline_id,
                                        num_replicas_in_sync=num_pipelines)
-  batches = _batches(dataset.make_dataset(_in_order(data_dir, batch_size=4), context))
+  batches = _batches(_make(_in_order(data_dir, batch_size=4), context))
   # Global batch 4 over 2 replicas: 2 per replica.
   assert all(len(b[base.LABELS]) <= 2 for b in batches)
   return _pairs(batches)
@@ -197,7 +197,7 @@ def test_input_pipelines_read_disjoint_shares(tmp_path, num_shards):
   second = _pipeline_samples(data_dir, 2, 1)
   assert not set(first) & set(second)
   assert len(first) == len(second) == 8
-  assert sorted(first + second) == sorted(_pairs(_batches(dataset.make_dataset(
+  assert sorted(first + second) == sorted(_pairs(_batches(_make(
       _in_order(data_dir, batch_size=4)))))
 
 
@@ -207,41 +207,40 @@ def test_builds_inside_a_tf_function(tmp_path):
 
   @tf.function
   def count_labels():
-    ds = dataset.make_dataset(dataset.InputConfig(data_dir=data_dir, batch_size=2, num_epochs=1))
+    ds = _make(dataset.InputConfig(data_dir=data_dir, batch_size=2, num_epochs=1))
     return ds.reduce(tf.constant(0, tf.int64),
                      lambda total, batch: total + tf.reduce_sum(batch[base.LABELS]))
 
   assert count_labels().numpy() == 2 + 3 + 5
 
 
-def test_missing_data_dir(tmp_path):
-  with pytest.raises(FileNotFoundError, match="does not exist.*input_pipeline.prepare"):
-    dataset.make_dataset(dataset.InputConfig(data_dir=str(tmp_path / "nope")))
-
-
-def test_unknown_builder(tmp_path):
-  data_dir = _write(tmp_path, {"train": [([1, 2], 0)]})
-  with pytest.raises(ValueError, match="Unknown sample builder 'sessions'. Known builders: .*"
-                     "all_prefixes"):
-    dataset.make_dataset(dataset.InputConfig(data_dir=data_dir, sample_builder="sessions"))
+def test_all_positions_batches_pad_labels_like_the_history(tmp_path):
+  # [1, 2, 3] -> labels [2, 3]; [4, 5] -> [5]; labels pad with PAD, weights with 0.
+  data_dir = _write(tmp_path, {"train": [([1, 2, 3], 0), ([4, 5], 0)]})
+  [batch] = _batches(_make(_in_order(data_dir), max_length=4, training=samples.AllPositions()))
+  np.testing.assert_array_equal(batch[base.HISTORY], [[1, 2, PAD, PAD], [4, PAD, PAD, PAD]])
+  np.testing.assert_array_equal(batch[base.LABELS], [[2, 3, PAD, PAD], [5, PAD, PAD, PAD]])
+  np.testing.assert_array_equal(batch[base.LABEL_WEIGHTS], [[1, 1, 0, 0], [1, 0, 0, 0]])
 
 
 def test_empty_split(tmp_path):
   data_dir = _write(tmp_path, {"train": [], "valid": [([1, 2], 1)]})
   with pytest.raises(ValueError, match="Split 'train' .* is empty"):
-    dataset.make_dataset(dataset.InputConfig(data_dir=data_dir))
+    _make(dataset.InputConfig(data_dir=data_dir))
   with pytest.raises(FileNotFoundError, match="No TFRecord shards"):
-    dataset.make_dataset(dataset.InputConfig(data_dir=data_dir, split="test"))
+    _make(dataset.InputConfig(data_dir=data_dir, split="test"))
 
 
 def test_bad_config_values(tmp_path):
   data_dir = _write(tmp_path, {"train": [([1, 2], 0)]})
   with pytest.raises(ValueError, match="batch_size must be positive"):
-    dataset.make_dataset(dataset.InputConfig(data_dir=data_dir, batch_size=0))
+    _make(dataset.InputConfig(data_dir=data_dir, batch_size=0))
   with pytest.raises(ValueError, match="bucket_boundaries"):
-    dataset.make_dataset(dataset.InputConfig(data_dir=data_dir, bucket_boundaries=(20, 10)))
+    _make(dataset.InputConfig(data_dir=data_dir, bucket_boundaries=(20, 10)))
+  with pytest.raises(ValueError, match="must stay below"):
+    _make(dataset.InputConfig(data_dir=data_dir, bucket_boundaries=(10, 60)))
   with pytest.raises(ValueError, match="Unknown split"):
-    dataset.make_dataset(dataset.InputConfig(data_dir=data_dir, split="dev"))
+    _make(dataset.InputConfig(data_dir=data_dir, split="dev"))
 
 
 def test_default_boundaries():

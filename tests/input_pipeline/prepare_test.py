@@ -291,3 +291,30 @@ def test_real_data_slice_amazon_beauty(tmp_path, shared_data):
     assert valid[user][schema.TARGET_START] == len(items) - 2
     assert vocab[valid[user][schema.ITEMS][-1]] == items[-2]
   _assert_no_test_event_in_train(str(tmp_path / "data"), schema.LEAVE_LAST_ONE_OUT)
+
+
+class _RecordedProgress:
+  """Stands in for `common.cli.progress`: records (description, total, unit, counts advanced)."""
+
+  def __init__(self):
+    self.reports = []
+
+  def __call__(self, description, total, unit):
+    self.reports.append((description, total, unit, []))
+    return self
+
+  def __enter__(self):
+    return self.reports[-1][3].append  # atomic: the shard writers advance from two threads
+
+  def __exit__(self, *exc_info):
+    return None
+
+
+def test_writing_shards_reports_progress_over_every_row(tmp_path, monkeypatch):
+  progress = _RecordedProgress()
+  monkeypatch.setattr(writer.cli, "progress", progress)  # common.cli, as the writer uses it
+  stats = _prepare(tmp_path / "data")
+  rows = sum(s["num_events"] + s["num_impressions"] for s in stats["splits"].values())
+  ((description, total, unit, counts),) = progress.reports
+  assert (description, total, unit, sum(counts)) == ("Writing shards", rows, "rows", rows)
+  assert len(counts) == 3 * 2  # one batch per shard: 3 splits x 2 shards of a small data set

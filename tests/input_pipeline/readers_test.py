@@ -1,5 +1,6 @@
 """Every reader on small files in the real formats, including malformed input."""
 
+import contextlib
 import gzip
 import json
 import os
@@ -10,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from input_pipeline.readers import read_log
+from input_pipeline.readers import tabular
 from input_pipeline.readers.tabular import TableColumns
 
 
@@ -230,6 +232,160 @@ def test_yoochoose_float_seconds(tmp_path):
                 "uid,timestamp,sid\n11,1411990498.509,2147\n11,1411992101.292,2145\n")
   log = read_log("yoochoose", path)
   assert _by_user(log) == {"11": [("2147", 1411990498), ("2145", 1411992101)]}
+
+
+# ---------------------------------------------------------------- bad input
+
+# A PNG image's first bytes: 0x89 is not UTF-8 (a binary file given as text).
+_BINARY = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
+_COLUMNS = "user_id,item_id,timestamp\n"
+
+
+def _write_bytes(directory, name, data):
+  path = os.path.join(directory, name)
+  with open(path, "wb") as f:
+    f.write(data)
+  return path
+
+
+def _parquet(directory, name, **columns):
+  path = os.path.join(directory, name)
+  pq.write_table(pa.table(columns), path)
+  return path
+
+
+@pytest.mark.parametrize("dataset, name, expected", [
+    ("csv", "log.csv", "a CSV file with a header line"),
+    ("sasrec", "ml.txt", "'user item'"),
+    ("amazon_beauty", "Beauty.txt", "'user item item ...' lines"),
+    ("movielens", "ratings.dat", "'UserID::MovieID::Rating::Timestamp'"),
+])
+def test_binary_file_as_text_names_the_file_line_and_column(tmp_path, dataset, name, expected):
+  path = _write_bytes(tmp_path, name, _BINARY)
+  with pytest.raises(ValueError) as error:
+    read_log(dataset, path)
+  assert str(error.value).startswith(
+      f"{path}:1: expected UTF-8 text ({expected}), got byte 0x89 at column 1, which is not UTF-8")
+  assert len(str(error.value)) < 400
+
+
+def test_binary_line_after_text_lines(tmp_path):
+  path = _write_bytes(tmp_path, "ml.txt", b"1 10\n1 11\n2 \xff\xfe\n")
+  with pytest.raises(ValueError, match=r"ml.txt:3: expected UTF-8 text .*got byte 0xff at column 3"):
+    read_log("sasrec", path)
+
+
+def test_gz_name_without_gzip_data(tmp_path):
+  path = _write(tmp_path, "log.csv", _COLUMNS + "u,1,5\n")
+  os.rename(path, path + ".gz")
+  with pytest.raises(ValueError, match=r"log.csv.gz: expected gzip-compressed text .*Not a gzipped "
+                                       r"file.*Pass the uncompressed file"):
+    read_log("csv", path + ".gz")
+
+
+@pytest.mark.parametrize("rows, line", [
+    # A stray quote swallows the rest of the file: 60,000 lines, over csv's field limit.
+    ('u,1,5\nu,"2,6\n' + "".join(f"u,{i},{i}\n" for i in range(60_000)), 3),
+    ('u,1,5\nu,"2,6\n' + "".join(f"u,{i},{i}\n" for i in range(50)), 3),  # to the end
+    ("".join(f"u,{i},{i}\n" for i in range(50)) + 'u,"2,6\n', 52),  # on the last line
+])
+def test_unclosed_quote_is_reported_where_it_opens_in_a_short_message(tmp_path, rows, line):
+  path = _write(tmp_path, "log.csv", _COLUMNS + rows)
+  with pytest.raises(ValueError) as error:
+    read_log("csv", path)
+  assert str(error.value) == (
+      f"{path}:{line}: expected a row with the columns ['user_id', 'item_id', 'timestamp']; got a "
+      f"'\"' that opens a quoted value not closed on this line. Close the quote, or remove the "
+      f"stray '\"'.")
+
+
+def test_a_long_malformed_line_is_quoted_as_an_excerpt(tmp_path):
+  path = _write(tmp_path, "ml.txt", "1 10\n" + "x" * 100_000 + "\n")
+  # The excerpt's length is that of the quoted list: ['xx...x'] has 100,000 + 4 characters.
+  with pytest.raises(ValueError, match=r"ml.txt:2: expected 'user item' \(2 fields\), got 1 fields: "
+                                       r"\['xxx.*\.\.\. \(100,004 characters\)\.$") as error:
+    read_log("sasrec", path)
+  assert len(str(error.value)) < 250
+
+
+def test_garbage_as_parquet(tmp_path):
+  path = _write_bytes(tmp_path, "log.parquet", _BINARY)
+  with pytest.raises(ValueError, match=r"log.parquet: expected a Parquet file, got one that pyarrow "
+                                       r"cannot read \(Parquet magic bytes not found.*--dataset=csv"):
+    read_log("parquet", path)
+
+
+def test_list_column_in_parquet(tmp_path):
+  path = _parquet(tmp_path, "log.parquet", user_id=["a", "b"], item_id=[["x"], ["y", "z"]],
+                  timestamp=[1, 2])
+  with pytest.raises(ValueError, match=r"log.parquet: column 'item_id' \(--item_column\) holds "
+                                       r"list<element: string> values; expected one plain value"):
+    read_log("parquet", path)
+
+
+@pytest.mark.parametrize("users, items, message", [
+    (["a", None, "c"], ["x", "y", "z"], r"row 2: column 'user_id' should be a non-empty id, got an "
+                                        r"empty value. Remove the rows without an id"),
+    (["a", "b", "c"], ["x", "y", ""], r"row 3: column 'item_id' should be a non-empty id"),
+    ([1, 2, 3], [7.0, float("nan"), 9.0], r"column 'item_id' holds double values; expected ids as "
+                                          r"strings or integers"),
+])
+def test_missing_empty_or_float_ids_in_parquet(tmp_path, users, items, message):
+  path = _parquet(tmp_path, "log.parquet", user_id=users, item_id=items, timestamp=[1, 2, 3])
+  with pytest.raises(ValueError, match=message):
+    read_log("parquet", path)
+
+
+def test_empty_ids_in_csv_name_their_line(tmp_path):
+  path = _write(tmp_path, "log.csv", _COLUMNS + "u,1,5\nu,,6\n")
+  with pytest.raises(ValueError, match=r"log.csv: line 3: column 'item_id' should be a non-empty id"):
+    read_log("csv", path)
+  path = _write(tmp_path, "log.csv", _COLUMNS + "u,1,5\n,2,6\n")
+  with pytest.raises(ValueError, match=r"log.csv: line 3: column 'user_id' should be a non-empty id"):
+    read_log("csv", path)
+
+
+def test_empty_ids_of_other_readers_are_rejected_too(tmp_path):
+  path = _write(tmp_path, "ml.txt", "1 10\n 11\n")  # a leading space: user ''
+  with pytest.raises(ValueError, match=r"ml.txt: an empty user id; expected every event to name its "
+                                       r"user"):
+    read_log("sasrec", path)
+
+
+def test_boolean_timestamps_are_rejected_with_the_column_name(tmp_path):
+  message = r"column 'timestamp' \(--timestamp_column\) holds true/false values; expected unix seconds"
+  path = _write(tmp_path, "log.csv", _COLUMNS + "u,1,true\nu,2,false\n")
+  with pytest.raises(ValueError, match=message):
+    read_log("csv", path)
+  path = _parquet(tmp_path, "log.parquet", user_id=["u", "u"], item_id=["1", "2"],
+                  timestamp=[True, False])
+  with pytest.raises(ValueError, match=message):
+    read_log("parquet", path)
+
+
+def test_infinite_timestamp(tmp_path):
+  path = _write(tmp_path, "log.csv", _COLUMNS + "u,1,5\nu,2,inf\n")
+  with pytest.raises(ValueError, match=r"line 3: column 'timestamp' should be unix seconds .*got inf"):
+    read_log("csv", path)
+
+
+def test_reading_reports_progress_over_the_whole_file(tmp_path, monkeypatch):
+  reports = []
+
+  @contextlib.contextmanager
+  def recording(description, total, unit):
+    done = []
+    yield done.append
+    reports.append((description, total, unit, sum(done)))
+
+  monkeypatch.setattr(tabular.cli, "progress", recording)  # common.cli, as the readers use it
+  path = _write(tmp_path, "log.csv", _COLUMNS + "u,1,5\nu,2,6\n")
+  read_log("csv", path)
+  size = os.path.getsize(path)
+  assert ("Reading log.csv", size, "B", size) in reports
+  path = _parquet(tmp_path, "log.parquet", user_id=["u", "v"], item_id=["1", "2"], timestamp=[5, 6])
+  read_log("parquet", path)
+  assert reports[-1] == ("Reading log.parquet", 2, "rows", 2)
 
 
 def test_unknown_dataset():

@@ -20,5 +20,5 @@ def test_vocab_rejects_a_wrong_header_or_index_order(tmp_path):
   with pytest.raises(ValueError, match="expected the header"):
     schema.read_vocab(_vocab(tmp_path, ["id", "item", "n"], [(0, "b", 7)]))
   # Row 2 (line 3) claims index 2 where index 1 belongs.
-  with pytest.raises(ValueError, match=r"vocab.tsv:3: expected index 1, got 2"):
+  with pytest.raises(ValueError, match=r"vocab.tsv:3: expected .index<TAB>item_id<TAB>count. with index 1, got .2"):
     schema.read_vocab_counts(_vocab(tmp_path, ["index", "item_id", "count"], [(0, "b", 7), (2, "a", 3)]))

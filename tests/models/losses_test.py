@@ -5,22 +5,24 @@ import math
 import numpy as np
 import pytest
 
+from models import base
 from models import losses
 
 import tensorflow as tf  # after `models`, which selects Keras 2
 
 
-def _np_sampled_loss(query, table, label, sampled, true_expected, sampled_expected):
+def _np_sampled_loss(query, table, label, sampled, true_expected, sampled_expected, bias=None):
   """Reference sampled softmax for one row: logQ subtracted, accidental hits dropped."""
-  true_logit = query @ table[label] - math.log(true_expected)
-  negatives = [query @ table[s] - math.log(e)
+  bias = np.zeros(len(table)) if bias is None else bias
+  true_logit = query @ table[label] + bias[label] - math.log(true_expected)
+  negatives = [query @ table[s] + bias[s] - math.log(e)
                for s, e in zip(sampled, sampled_expected) if s != label]
   logits = np.array([true_logit] + negatives)
   return np.log(np.exp(logits - logits.max()).sum()) + logits.max() - true_logit
 
 
-def _np_full_loss(query, table, label, num_items):
-  logits = table[:num_items] @ query
+def _np_full_loss(query, table, label, num_items, bias=None):
+  logits = table[:num_items] @ query + (0 if bias is None else bias[:num_items])
   return np.log(np.exp(logits - logits.max()).sum()) + logits.max() - logits[label]
 
 
@@ -177,13 +179,13 @@ def test_full_softmax_fallback_equals_numpy_cross_entropy(tables):
   head = losses.RetrievalLoss(losses.SoftmaxConfig(num_negatives=10), num_items=10)
   assert head.full_softmax  # 10 items <= 10 negatives
   labels = [[1, 11], [9, 0]]  # 11 is padding
-  loss = head(tf.Variable(table), query, tf.constant(labels, tf.int64))
+  loss = head(base.Candidates(tf.Variable(table)), base.Head(query, tf.constant(labels, tf.int64)))
   expected = [_np_full_loss(query[0], table, 1, 10),
               (_np_full_loss(query[1], table, 9, 10) + _np_full_loss(query[1], table, 0, 10)) / 2]
   np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-5)
   # Per-step queries take the other branch: one query row per label.
   per_step = np.stack([query, query[::-1]], axis=1)  # [2, 2, 3]
-  loss = head(table, per_step, tf.constant([[1, 2], [11, 4]], tf.int64))
+  loss = head(base.Candidates(table), base.Head(per_step, tf.constant([[1, 2], [11, 4]], tf.int64)))
   expected = [(_np_full_loss(query[0], table, 1, 10) + _np_full_loss(query[1], table, 2, 10)) / 2,
               _np_full_loss(query[0], table, 4, 10)]
   np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-5)
@@ -262,10 +264,65 @@ def test_head_samples_with_a_large_catalog_and_ignores_padding():
   head = losses.RetrievalLoss(losses.SoftmaxConfig(num_negatives=20, seed=4), num_items=num_items)
   assert not head.full_softmax
   query = rng.normal(size=(3, 4)).astype(np.float32)
-  loss = head(table, query, tf.constant([[5, 51], [51, 51], [0, 7]], tf.int64))
+  loss = head(base.Candidates(table),
+              base.Head(query, tf.constant([[5, 51], [51, 51], [0, 7]], tf.int64)))
   assert loss.shape == (3,)
   assert loss.numpy()[1] == 0.0  # only padding
   assert np.all(np.isfinite(loss.numpy())) and np.all(loss.numpy()[[0, 2]] > 0)
+
+
+def test_label_weights_replace_the_mean(tables):
+  # Example 0 has labels 1 and 3 with weights 2 and 0.5: 2 * l(1) + 0.5 * l(3) instead
+  # of their mean; example 1's padding label carries weight 7, which is ignored.
+  table, query = tables
+  per_step = np.stack([query, query[::-1]], axis=1)  # [2, 2, 3]: one query per label
+  labels = tf.constant([[1, 3], [11, 4]], tf.int64)
+  weights = tf.constant([[2.0, 0.5], [7.0, 1.0]])
+  loss = losses.full_softmax_loss(table, per_step, labels, num_items=10, weights=weights)
+  expected = [2 * _np_full_loss(query[0], table, 1, 10) + 0.5 * _np_full_loss(query[1], table, 3, 10),
+              _np_full_loss(query[0], table, 4, 10)]
+  np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-5)
+  values = _sampled_values([4, 7, 2], [0.5, 0.4, 0.3, 0.2], [0.3, 0.2, 0.1])
+  loss = losses.sampled_softmax_loss(table, per_step, labels, num_items=10, weights=weights,
+                                     sampled_values=values)
+  expected = [2 * _np_sampled_loss(query[0], table, 1, [4, 7, 2], 0.5, [0.3, 0.2, 0.1]) +
+              0.5 * _np_sampled_loss(query[1], table, 3, [4, 7, 2], 0.4, [0.3, 0.2, 0.1]),
+              _np_sampled_loss(query[0], table, 4, [4, 7, 2], 0.2, [0.3, 0.2, 0.1])]
+  np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-5)
+
+
+def test_item_bias_enters_every_logit(tables):
+  table, query = tables
+  bias = np.linspace(-1.0, 2.0, 12).astype(np.float32)  # far from 0: a missed term shows
+  labels = tf.constant([[2], [7]], tf.int64)
+  loss = losses.full_softmax_loss(table, query, labels, num_items=10, bias=bias)
+  np.testing.assert_allclose(
+      loss.numpy(), [_np_full_loss(query[b], table, [2, 7][b], 10, bias) for b in range(2)],
+      rtol=1e-5)
+  values = _sampled_values([4, 7, 2], [0.5, 0.3], [0.3, 0.2, 0.1])
+  loss = losses.sampled_softmax_loss(table, query, labels, num_items=10, bias=bias,
+                                     sampled_values=values)
+  np.testing.assert_allclose(
+      loss.numpy(), [_np_sampled_loss(query[b], table, [2, 7][b], [4, 7, 2], [0.5, 0.3][b],
+                                      [0.3, 0.2, 0.1], bias) for b in range(2)], rtol=1e-5)
+  assert not np.allclose(loss.numpy(), losses.sampled_softmax_loss(
+      table, query, labels, num_items=10, sampled_values=values).numpy())
+
+
+def test_full_softmax_bias_gradient_matches_autodiff(tables):
+  table, query = tables
+  table_var, query_var = tf.Variable(table), tf.Variable(query)
+  bias_var = tf.Variable(np.linspace(-1.0, 1.0, 12).astype(np.float32))
+  labels = tf.constant([[2], [7]], tf.int64)
+  with tf.GradientTape(persistent=True) as tape:
+    loss = tf.reduce_sum(losses.full_softmax_loss(table_var, query_var, labels, num_items=10,
+                                                  bias=bias_var))
+    logits = tf.matmul(query_var, table_var[:10], transpose_b=True) + bias_var[:10]
+    reference = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels[:, 0], logits))
+  for var in (table_var, query_var, bias_var):
+    got = tf.convert_to_tensor(tape.gradient(loss, var)).numpy()
+    want = tf.convert_to_tensor(tape.gradient(reference, var)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-6)
 
 
 @pytest.mark.parametrize("vectors,expected", [

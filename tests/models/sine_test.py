@@ -5,9 +5,10 @@ import dataclasses
 import numpy as np
 import pytest
 
+from common import names as base
 from input_pipeline import schema
+from input_pipeline.data_spec import DataSpec
 from models import all_models  # noqa: F401  (fills the registry)
-from models import base
 from models import registry
 from models import sine
 
@@ -24,7 +25,8 @@ def _model(seed=0, **overrides):
   tf_keras.utils.set_random_seed(seed)
   config = sine.SINEConfig(**{"embedding_dim": 4, "max_length": 5, "num_interests": 2,
                               "num_prototypes": 3, **overrides})
-  model = sine.SINE(config, num_items=NUM_ITEMS)
+  model = sine.SINE(config, data=DataSpec.for_catalog(NUM_ITEMS))
+  model.create_variables()
   rng = np.random.default_rng(seed)
   for variable in model.weights:
     variable.assign(rng.normal(size=variable.shape).astype(np.float32))
@@ -205,34 +207,42 @@ def test_eq10_11_covariance_aux_loss_by_hand():
   assert outputs[base.AUX_LOSSES]["covariance"].numpy() == pytest.approx(0.5, abs=1e-6)
 
 
+def _vector(outputs):
+  return outputs[base.USER_VECTORS][:, 0]
+
+
 def test_outputs_follow_the_model_contract():
   model = _model(embedding_dim=4, num_interests=2)
   outputs = model({base.HISTORY: tf.constant(HISTORIES, tf.int64)})
-  assert outputs[base.QUERY].shape == (3, 4)
   assert outputs[base.USER_VECTORS].shape == (3, 1, 4)
   assert outputs[sine.INTERESTS].shape == (3, 2, 4)
-  assert set(outputs[base.AUX_LOSSES]) == {"covariance"}
-  np.testing.assert_array_equal(outputs[base.USER_VECTORS].numpy()[:, 0],
-                                outputs[base.QUERY].numpy())
+  assert set(outputs[base.AUX_LOSSES]) == {"covariance"} and base.HEADS not in outputs
   assert model.item_table.shape == (schema.embedding_rows(NUM_ITEMS), 4)
+  # With labels: one head scoring v^u (eq 9) against them.
+  labels = tf.constant([[1], [2], [3]], tf.int64)
+  training = model({base.HISTORY: tf.constant(HISTORIES, tf.int64), base.LABELS: labels},
+                   training=True)
+  head = training[base.HEADS]["softmax"]
+  np.testing.assert_array_equal(head.query.numpy(), _vector(outputs).numpy())
+  assert head.labels is labels and head.weights is None
 
 
 def test_padding_invariance():
   model = _model()
   short = model({base.HISTORY: tf.constant([[3, 1, 4]], tf.int64)})
   padded = model({base.HISTORY: tf.constant([[3, 1, 4, PAD, PAD]], tf.int64)})
-  np.testing.assert_allclose(padded[base.QUERY].numpy(), short[base.QUERY].numpy(), rtol=1e-5)
+  np.testing.assert_allclose(_vector(padded).numpy(), _vector(short).numpy(), rtol=1e-5)
   # Changing the padding row's embedding changes nothing either.
   model.item_embedding.embeddings[PAD].assign(np.full(4, 100.0, np.float32))
   again = model({base.HISTORY: tf.constant([[3, 1, 4, PAD, PAD]], tf.int64)})
-  np.testing.assert_allclose(again[base.QUERY].numpy(), short[base.QUERY].numpy(), rtol=1e-5)
+  np.testing.assert_allclose(_vector(again).numpy(), _vector(short).numpy(), rtol=1e-5)
 
 
 def test_padding_row_gets_no_gradient_and_the_rest_do():
   model = _model()
   with tf.GradientTape() as tape:
     outputs = model({base.HISTORY: tf.constant(HISTORIES, tf.int64)})
-    loss = tf.reduce_sum(outputs[base.QUERY] ** 2) + outputs[base.AUX_LOSSES]["covariance"]
+    loss = tf.reduce_sum(_vector(outputs) ** 2) + outputs[base.AUX_LOSSES]["covariance"]
   grads = tape.gradient(loss, model.trainable_variables)
   for variable, grad in zip(model.trainable_variables, grads):
     assert grad is not None, variable.name
@@ -243,16 +253,9 @@ def test_padding_row_gets_no_gradient_and_the_rest_do():
   assert not table_grad[PAD].any()
 
 
-def test_registered_and_serializable():
+def test_registered():
   entry = registry.lookup("sine")
   assert entry.model_class is sine.SINE and entry.config_class is sine.SINEConfig
-  model = _model()
-  clone = sine.SINE.from_config(model.get_config())
-  assert clone.config == model.config and clone.num_items == NUM_ITEMS
-  clone.set_weights(model.get_weights())
-  history = {base.HISTORY: tf.constant(HISTORIES, tf.int64)}
-  np.testing.assert_array_equal(clone(history)[base.QUERY].numpy(),
-                                model(history)[base.QUERY].numpy())
 
 
 def test_config_defaults_and_presets():

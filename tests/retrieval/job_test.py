@@ -13,6 +13,7 @@ from input_pipeline import schema
 from retrieval import artifact as artifact_lib
 from retrieval import index as index_lib
 from retrieval import job
+from retrieval import requests
 from retrieval import serve
 from tests.retrieval import toy_export
 import tensorflow as tf  # pylint: disable=g-bad-import-order
@@ -26,10 +27,10 @@ def _catalog(num_items, dim, seed):
   return item_ids, rng.standard_normal((num_items, dim)).astype(np.float32)
 
 
-def _exact_top_k(histories, item_ids, embeddings, k, exclude_history=True):
-  """Numpy brute force: an item's score is its max over the user's two vectors."""
+def _exact_top_k(histories, item_ids, embeddings, k, exclude_history=True, bias=None):
+  """Numpy brute force: an item's score is its max over the user's two vectors, plus bias."""
   vectors = toy_export.toy_user_vectors(histories, list(item_ids), embeddings)  # [B, 2, D]
-  scores = np.max(vectors @ embeddings.T, axis=1)  # [B, N]
+  scores = np.max(vectors @ embeddings.T, axis=1) + (0 if bias is None else bias)  # [B, N]
   if exclude_history:
     for row, history in enumerate(histories):
       scores[row, np.isin(item_ids, history)] = -np.inf
@@ -37,9 +38,11 @@ def _exact_top_k(histories, item_ids, embeddings, k, exclude_history=True):
   return item_ids[top], np.take_along_axis(scores, top, axis=1)
 
 
-def _serve(artifact_path, histories):
+def _serve(artifact_path, histories, fallback=None):
   out = tf.saved_model.load(artifact_path).signatures["serving_default"](
       history=tf.constant(histories), history_timestamps=tf.zeros([len(histories), 3], tf.int64))
+  if fallback is not None:
+    assert out["popular_fallback"].numpy().tolist() == fallback
   return out["item_ids"].numpy().astype(str), out["scores"].numpy()
 
 
@@ -56,7 +59,7 @@ def test_brute_force_artifact_equals_numpy(tmp_path, exclude_history):
     assert json.load(f)["num_items"] == 40
 
   histories = [["item3", "item17", "item8"], ["item0", "item39", ""]]
-  ids, scores = _serve(report["artifact_path"], histories)
+  ids, scores = _serve(report["artifact_path"], histories, fallback=[False, False])
   want_ids, want_scores = _exact_top_k([["item3", "item17", "item8"], ["item0", "item39"]],
                                        item_ids, embeddings, 5, exclude_history)
   np.testing.assert_array_equal(ids, want_ids)
@@ -83,6 +86,44 @@ def test_replaces_its_own_artifact_but_never_a_foreign_folder(tmp_path):
   with pytest.raises(ValueError, match="not a retrieval artifact written by this project"):
     job.run_index_job(dataclasses.replace(config, output_dir=str(tmp_path / "mine")))
   assert os.listdir(foreign) == ["model.bin"] and (foreign / "model.bin").read_bytes() == b"not ours"
+
+
+@pytest.mark.parametrize("kind", ["brute_force", "scann"])
+def test_item_bias_is_served_through_augmented_vectors(tmp_path, kind):
+  # A bias of +-3 reorders the lists: the artifact must rank by <u, e> + b exactly as the
+  # model scores (ScaNN searching every leaf and reordering every item is exact).
+  item_ids, embeddings = _catalog(60, 4, seed=6)
+  bias = np.random.default_rng(7).uniform(-3, 3, size=60).astype(np.float32)
+  toy_export.write_toy_export(str(tmp_path / "export"), item_ids, embeddings, bias=bias)
+  report = job.run_index_job(job.JobConfig(
+      export_dir=str(tmp_path / "export"), output_dir=str(tmp_path / "out"), k=5,
+      index=index_lib.IndexConfig(kind=kind, num_leaves=3, num_leaves_to_search=3, reorder=60),
+      num_eval_queries=30))
+  assert report["item_bias"] and report["dim"] == 4
+  assert report["eval"]["recall_at_k"] == 1.0
+  histories = [["item3", "item17", "item8"], ["item0", "item39", ""]]
+  ids, scores = _serve(report["artifact_path"], histories)
+  want_ids, want_scores = _exact_top_k([["item3", "item17", "item8"], ["item0", "item39"]],
+                                       item_ids, embeddings, 5, bias=bias)
+  np.testing.assert_array_equal(ids, want_ids)
+  np.testing.assert_allclose(scores, want_scores, rtol=1e-4, atol=1e-5)
+  unbiased, _ = _exact_top_k([["item3", "item17", "item8"]], item_ids, embeddings, 5)
+  assert unbiased[0].tolist() != want_ids[0].tolist()  # the bias matters in this case
+
+
+def test_no_known_history_gets_the_popular_items(tmp_path):
+  # Counts make item7, item2, item5 the most popular. An empty history and one of
+  # unknown ids both get them, with their counts as scores.
+  item_ids, embeddings = _catalog(10, 3, seed=8)
+  counts = np.array([1, 2, 9, 0, 3, 8, 0, 10, 1, 1])
+  toy_export.write_toy_export(str(tmp_path / "export"), item_ids, embeddings, counts=counts)
+  report = job.run_index_job(job.JobConfig(
+      export_dir=str(tmp_path / "export"), output_dir=str(tmp_path / "out"), k=3,
+      num_eval_queries=0))
+  ids, scores = _serve(report["artifact_path"], [["", "", ""], ["nope", "", ""],
+                                                 ["item1", "", ""]], fallback=[True, True, False])
+  assert ids[:2].tolist() == [["item7", "item2", "item5"]] * 2
+  assert scores[:2].tolist() == [[10, 9, 8]] * 2
 
 
 def test_identical_interests_are_deduplicated(tmp_path):
@@ -140,7 +181,7 @@ def test_job_reports_scann_recall_and_searcher_queries(tmp_path):
   assert (report["index"]["num_leaves"], report["index"]["num_leaves_to_search"]) == (55, 37)
   assert report["eval"]["recall_at_k"] >= 0.9
   searcher = serve.load_artifact(str(tmp_path / "out"))
-  (top,) = searcher.query([["i1", "i2"]])
+  (top,) = searcher.query_histories([["i1", "i2"]])
   assert len(top) == 20 and len({item for item, _ in top}) == 20
   assert [s for _, s in top] == sorted((s for _, s in top), reverse=True)
 
@@ -174,7 +215,7 @@ def test_export_with_wrong_signature_is_explained(tmp_path):
 
   tf.saved_model.save(module, str(tmp_path / "2"),
                       signatures={"serving_default": module.serve, "item_embeddings": module.serve})
-  with pytest.raises(ValueError, match=r"missing \['history_timestamps'\]"):
+  with pytest.raises(ValueError, match=r"lacks the outputs \['history_length', 'unknown_items'\]"):
     artifact_lib.load_export(str(tmp_path / "2"))
 
 
@@ -185,19 +226,25 @@ def test_queries_come_from_the_export_data_sets_test_users(tmp_path):
   schema.write_tsv(str(data_dir / schema.VOCAB_FILE), ["index", "item_id", "count"],
                    [(i, raw, 10 - i) for i, raw in enumerate(item_ids)])
   with tf.io.TFRecordWriter(str(data_dir / "test" / schema.shard_name(0, 1))) as writer:
-    # User a: input items 0..4 (target item 5); the last max_length = 3 are kept.
+    # User a: input items 0..4 (target item 5 at time 60); the last max_length = 3 are kept.
     writer.write(schema.encode_timeline(user_id="a", items=[0, 1, 2, 3, 4, 5],
                                         timestamps=[10, 20, 30, 40, 50, 60], target_start=5))
-    # User b: input [2] (index 6 = oov_id would serve as b"", the export's padding).
+    # User b: input [2].
     writer.write(schema.encode_timeline(user_id="b", items=[2, 1], timestamps=[7, 8],
                                         target_start=1))
     # User c has no input before its target: not a query.
     writer.write(schema.encode_timeline(user_id="c", items=[3], timestamps=[1], target_start=0))
-  queries = job.dataset_histories(str(data_dir), num_queries=10, max_length=3)
+  users = requests.test_users(str(data_dir), 10)
+  assert [(u.user_id, u.request_time, list(u.targets)) for u in users] == [
+      ("a", 60, ["item5"]), ("b", 8, ["item1"]), ("c", 1, ["item3"])]
+  specs = {"history": None, "history_timestamps": None, "request_time": None}
+  queries = requests.to_inputs([u for u in users if u.history], specs, max_length=3)
   np.testing.assert_array_equal(queries["history"],
                                 [[b"item2", b"item3", b"item4"], [b"item2", b"", b""]])
   np.testing.assert_array_equal(queries["history_timestamps"], [[30, 40, 50], [7, 0, 0]])
-  assert job.dataset_histories(str(tmp_path / "none"), num_queries=10, max_length=3) is None
+  np.testing.assert_array_equal(queries["request_time"], [60, 8])
+  with pytest.raises(ValueError, match="cannot fill"):
+    requests.to_inputs(users, {"weather": None})
 
   toy_export.write_toy_export(str(tmp_path / "export"), item_ids, embeddings, max_length=3,
                               data_dir=str(data_dir))
@@ -207,17 +254,17 @@ def test_queries_come_from_the_export_data_sets_test_users(tmp_path):
   assert report["eval"]["num_queries"] == 2
 
 
-def test_recall_at_k_and_synthetic_histories():
+def test_recall_at_k_and_synthetic_users():
   # User 1 shares a and c with the exact list: 2/3; user 2 shares nothing real ("" is no
   # item): 0. Mean 1/3.
   approx = np.array([[b"a", b"b", b"c"], [b"x", b"", b""]])
   exact = np.array([[b"a", b"c", b"d"], [b"y", b"z", b""]])
   assert job.recall_at_k(approx, exact) == pytest.approx(1 / 3)
 
-  queries = job.sample_histories(np.array([b"i0", b"i1", b"i2"]), num_queries=50,
-                                 max_length=4, seed=0)
+  users = job.synthetic_users(np.array(["i0", "i1", "i2"]), num_queries=50, max_length=4, seed=0)
+  queries = requests.to_inputs(users, {"history": None, "history_timestamps": None})
   history, stamps = queries["history"], queries["history_timestamps"]
-  assert history.shape == stamps.shape == (50, 4)
+  assert history.shape == stamps.shape and history.shape[0] == 50 and history.shape[1] <= 4
   lengths = (history != b"").sum(axis=1)
   assert lengths.min() >= 1 and lengths.max() <= 4
   for row, length in zip(range(50), lengths):

@@ -18,12 +18,19 @@ def _write_data_set(data_dir):
                                         target_start=3))
 
 
+def _summary(user):
+  return (user.user_id, list(user.history), list(user.timestamps), list(user.targets),
+          user.request_time)
+
+
 def test_test_user_splits_input_and_held_out_items_in_raw_ids(tmp_path):
   _write_data_set(tmp_path)
-  # u2: items [1, 1, 0, 2] = bread, bread, apple, cheese; target_start 3 holds out cheese.
-  assert serve.test_user(str(tmp_path), 1) == ("u2", ["bread", "bread", "apple"], [1, 2, 3],
-                                               ["cheese"])
-  assert serve.test_user(str(tmp_path)) == ("u1", ["cheese", "apple"], [5, 6], ["bread"])
+  # u2: items [1, 1, 0, 2] = bread, bread, apple, cheese; target_start 3 holds out cheese,
+  # asked for at its time 4.
+  assert _summary(serve.test_user(str(tmp_path), 1)) == (
+      "u2", ["bread", "bread", "apple"], [1, 2, 3], ["cheese"], 4)
+  assert _summary(serve.test_user(str(tmp_path))) == ("u1", ["cheese", "apple"], [5, 6],
+                                                      ["bread"], 7)
 
 
 def test_test_user_out_of_range(tmp_path):

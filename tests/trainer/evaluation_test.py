@@ -7,10 +7,10 @@ import os
 import numpy as np
 import pytest
 
-from trainer import evaluation
+from common import names as base
+from common.names import EVAL_EXCLUDE, EVAL_TARGETS
 from input_pipeline import schema
-from input_pipeline.samples import EVAL_EXCLUDE, EVAL_TARGETS
-from models import base
+from trainer import evaluation
 
 import tensorflow as tf  # after our packages: they select Keras 2
 
@@ -21,11 +21,12 @@ NUM_LINE_ITEMS = 6
 PAD = schema.pad_id(NUM_LINE_ITEMS)
 
 
-def ranks_of(user_vectors, items, targets, masked, chunk=1024):
+def ranks_of(user_vectors, items, targets, masked, chunk=1024, bias=None, mask_targets=False):
   # Traced as in `evaluate` (the chunk loop becomes a tf.while_loop).
   ranks, valid = tf.function(evaluation.target_ranks)(
       tf.constant(user_vectors, tf.float32), tf.constant(items, tf.float32),
-      tf.constant(targets, tf.int64), tf.constant(masked, tf.int64), chunk)
+      tf.constant(targets, tf.int64), tf.constant(masked, tf.int64), chunk,
+      None if bias is None else tf.constant(bias, tf.float32), mask_targets)
   return ranks.numpy(), valid.numpy()
 
 
@@ -100,9 +101,12 @@ def test_duplicate_and_padding_targets_count_once():
   assert m["recall@2"] == 1.0  # 1 hit / 1 distinct target, not 1 / 2
 
 
-def test_history_masking_removes_items_but_never_the_target():
+def test_history_masking_removes_items_and_a_reconsumed_target_unless_kept():
   # History {0, 1, 2}, target 2 (re-consumed): masking removes 0 and 1 from the
-  # ranking; the target itself stays rankable, at rank 0.
+  # ranking; with mask_targets (the "all" rule) the target itself is a miss (rank =
+  # num_items), otherwise it stays rankable, at rank 0.
+  ranks, valid = ranks_of([[[1.0]]], LINE_ITEMS, [[2]], [[0, 1, 2, PAD]], mask_targets=True)
+  assert ranks.tolist() == [[NUM_LINE_ITEMS]] and valid.tolist() == [[True]]
   ranks, _ = ranks_of([[[1.0]]], LINE_ITEMS, [[2]], [[0, 1, 2, PAD]])
   assert ranks.tolist() == [[0]]
   # Without masking it keeps rank 2.
@@ -111,6 +115,14 @@ def test_history_masking_removes_items_but_never_the_target():
   # The OOV id and padding in the history are ignored.
   ranks, _ = ranks_of([[[1.0]]], LINE_ITEMS, [[3]], [[NUM_LINE_ITEMS, PAD, 1]])
   assert ranks.tolist() == [[2]]
+
+
+def test_item_bias_adds_to_every_score():
+  # Bias 0, 0, 0, 0, 2.5, 0: item 4 scores 2 + 2.5 = 4.5, above items 2 (4) and 3 (3)
+  # but below 0 (6) and 1 (5). Target 3 now has 0, 1, 2 and 4 before it.
+  bias = [0.0, 0.0, 0.0, 0.0, 2.5, 0.0]
+  ranks, _ = ranks_of([[[1.0]], [[1.0]]], LINE_ITEMS, [[4], [3]], [[PAD], [PAD]], bias=bias)
+  assert ranks.tolist() == [[2], [4]]
 
 
 def test_ties_are_pessimistic():
@@ -229,7 +241,7 @@ def test_evaluate_end_to_end_and_write_metrics(tmp_path):
   result = evaluation.evaluate(
       user_vectors_fn=user_fn, item_embeddings=np.concatenate([LINE_ITEMS, [[9.0], [9.0]]]),
       dataset=line_dataset(targets, exclude), num_items=NUM_LINE_ITEMS,
-      protocol=schema.LEAVE_LAST_ONE_OUT, ks=(1, 2), mask_history=True, item_chunk_size=4)
+      protocol=schema.LEAVE_LAST_ONE_OUT, ks=(1, 2), mask_history="all", item_chunk_size=4)
   # The OOV and padding rows score 9 but are never ranked; the model never sees answers.
   assert all(EVAL_TARGETS not in keys and EVAL_EXCLUDE not in keys for keys in seen_keys)
   assert result.num_users == 3 and result.num_targets == 4
@@ -246,8 +258,9 @@ def test_evaluate_end_to_end_and_write_metrics(tmp_path):
   unmasked = evaluation.evaluate(
       user_vectors_fn=ones_user, item_embeddings=LINE_ITEMS,
       dataset=line_dataset(targets, exclude), num_items=NUM_LINE_ITEMS,
-      protocol=schema.LEAVE_LAST_ONE_OUT, ks=(2,), mask_history=False)
+      protocol=schema.LEAVE_LAST_ONE_OUT, ks=(2,), mask_history="none")
   assert unmasked.metrics["hr@2"] == pytest.approx(1 / 3)
+  assert unmasked.to_json()["mask_history"] == "none"
 
   path = os.path.join(tmp_path, "run", "metrics.json")
   evaluation.write_metrics(result, path, extra={"split": "test"})
@@ -258,6 +271,35 @@ def test_evaluate_end_to_end_and_write_metrics(tmp_path):
   assert record["split"] == "test" and record["metrics"]["hr@2"] == pytest.approx(2 / 3)
   with pytest.raises(ValueError, match="overwrite"):
     evaluation.write_metrics(result, path, extra={"metrics": {}})
+
+
+def test_reconsumed_target_counts_as_a_miss_by_default():
+  # User 1's target 1 is also in its history: a miss under "all" (the S3-Rec and
+  # RecBole rule), rank 0 under "keep_targets" (item 0 is masked), rank 1 under "none".
+  targets, exclude = [[1], [3]], [[0, 1], [PAD, PAD]]
+  hr = {mode: evaluation.evaluate(
+      user_vectors_fn=ones_user, item_embeddings=LINE_ITEMS,
+      dataset=line_dataset(targets, exclude), num_items=NUM_LINE_ITEMS,
+      protocol=schema.LEAVE_LAST_ONE_OUT, ks=(1, 2), mask_history=mode).metrics
+      for mode in evaluation.MASK_HISTORY_MODES}
+  # User 2's target 3 has rank 3: never a hit at k <= 2.
+  assert hr["all"]["hr@2"] == 0.0
+  assert hr["keep_targets"]["hr@1"] == pytest.approx(0.5)
+  assert hr["none"]["hr@1"] == 0.0 and hr["none"]["hr@2"] == pytest.approx(0.5)
+  with pytest.raises(ValueError, match="Unknown mask_history"):
+    evaluation.Evaluator(user_vectors_fn=ones_user, num_items=6, protocol=schema.TEMPORAL,
+                         mask_history="yes")
+
+
+def test_evaluator_traces_once_for_every_evaluation():
+  evaluator = evaluation.Evaluator(user_vectors_fn=ones_user, num_items=NUM_LINE_ITEMS,
+                                   protocol=schema.LEAVE_LAST_ONE_OUT, ks=(1,))
+  # Different widths of targets and exclusions, and new item vectors each time.
+  first = evaluator(line_dataset([[1]], [[0]]), LINE_ITEMS)
+  second = evaluator(line_dataset([[2, 3], [4, PAD]], [[0, 1, 5], [PAD, PAD, PAD]]),
+                     LINE_ITEMS[::-1].copy())
+  assert first.metrics["hr@1"] == 1.0  # item 0 masked: item 1 ranks first
+  assert evaluator._step.experimental_get_tracing_count() == 1
 
 
 def test_evaluate_rejects_out_of_catalog_targets():
@@ -309,8 +351,10 @@ def test_popularity_reproduces_published_poprec_row(shared_data, tmp_path):
   # popularity counts every interaction of the file (test targets included, as that
   # table did). The counts here come straight from LastFM.txt, independently of the
   # input pipeline; the ranking goes through the evaluator and the input pipeline.
+  from input_pipeline import data_spec
   from input_pipeline import dataset as dataset_lib
   from input_pipeline import prepare
+  from input_pipeline import samples
 
   source = os.path.join(shared_data, "lastfm_hetrec_s3rec")
   data_dir = os.path.join(tmp_path, "lastfm")
@@ -323,9 +367,11 @@ def test_popularity_reproduces_published_poprec_row(shared_data, tmp_path):
       for raw in line.split()[1:]:
         counts[index[raw]] += 1
   user_fn, table = evaluation.popularity_scorer(counts)
+  spec = samples.SampleSpec(features=(samples.History(50),), training=samples.AllPrefixes())
+  test = dataset_lib.make_dataset(dataset_lib.eval_config(data_dir, "test", batch_size=512), spec,
+                                  data_spec.read(data_dir))
   result = evaluation.evaluate(
-      user_vectors_fn=user_fn, item_embeddings=table,
-      dataset=dataset_lib.make_dataset(dataset_lib.eval_config(data_dir, "test", batch_size=512)),
+      user_vectors_fn=user_fn, item_embeddings=table, dataset=test,
       num_items=len(index), protocol=schema.LEAVE_LAST_ONE_OUT, ks=(10, 20))
   assert result.num_users == 1090
   assert round(result.metrics["hr@10"], 4) == 0.0440

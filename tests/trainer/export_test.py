@@ -8,8 +8,9 @@ import sys
 import numpy as np
 import pytest
 
+from common import names as base
+from input_pipeline import data_spec
 from input_pipeline import schema
-from models import base
 from models import sine
 from trainer import export
 
@@ -30,12 +31,13 @@ export_dir, request, out = sys.argv[1:4]
 with open(request) as f:
   request = json.load(f)
 loaded = tf.saved_model.load(export_dir)
-vectors = loaded.signatures["serving_default"](
+user = loaded.signatures["serving_default"](
     history=tf.constant(request["history"], tf.string),
-    history_timestamps=tf.constant(request["timestamps"], tf.int64))["user_vectors"]
+    history_timestamps=tf.constant(request["timestamps"], tf.int64))
 items = loaded.signatures["item_embeddings"]()
-np.savez(out, user_vectors=vectors.numpy(), item_ids=items["item_ids"].numpy().astype(str),
-         embeddings=items["embeddings"].numpy())
+np.savez(out, **{name: value.numpy() for name, value in user.items()},
+         item_ids=items["item_ids"].numpy().astype(str), embeddings=items["embeddings"].numpy(),
+         item_bias=items["item_bias"].numpy(), item_counts=items["item_counts"].numpy())
 """
 
 
@@ -65,23 +67,24 @@ def reload_in_fresh_process(tmp_path, export_dir, history, timestamps):
 
 
 # Raw histories and the index batches the input pipeline would build from them
-# (vocabulary "A0".."A6" -> 0..6; unknown ids -> oov 7; padding 8; last 4 items kept).
+# (vocabulary "A0".."A6" -> 0..6; unknown ids are dropped and counted; padding 8; the
+# last 4 items kept).
 RAW_HISTORIES = [
     ["A1", "A2", "", "", "", ""],
     ["", "A3", "", "A5", "", ""],  # "" anywhere is padding; order is kept
     ["A0", "A1", "A2", "A3", "A4", "A5"],  # longer than MAX_LENGTH: keeps A2..A5
-    ["nope", "A6", "", "", "", ""],  # unseen id -> oov
+    ["nope", "A6", "", "", "", ""],  # an unseen id is ignored, not fed as OOV
 ]
 RAW_TIMESTAMPS = [[10, 20, 0, 0, 0, 0], [0, 30, 0, 50, 0, 0], [1, 2, 3, 4, 5, 6], [7, 8, 0, 0, 0, 0]]
-INDEX_HISTORY = [[1, 2, 8, 8], [3, 5, 8, 8], [2, 3, 4, 5], [7, 6, 8, 8]]
-INDEX_LENGTH = [2, 2, 4, 2]
-INDEX_TIMESTAMPS = [[10, 20, 0, 0], [30, 50, 0, 0], [3, 4, 5, 6], [7, 8, 0, 0]]
+INDEX_HISTORY = [[1, 2, 8, 8], [3, 5, 8, 8], [2, 3, 4, 5], [6, 8, 8, 8]]
+INDEX_LENGTH = [2, 2, 4, 1]
+INDEX_TIMESTAMPS = [[10, 20, 0, 0], [30, 50, 0, 0], [3, 4, 5, 6], [8, 0, 0, 0]]
+UNKNOWN_ITEMS = [0, 0, 0, 1]
 
 
 def index_features(num_items=7):
   """The index batch for a catalog of `num_items` (the first 7 ids are A0..A6)."""
   history = np.array(INDEX_HISTORY)
-  history = np.where(history == 7, schema.oov_id(num_items), history)
   history = np.where(history == 8, schema.pad_id(num_items), history)
   return {base.HISTORY: tf.constant(history, tf.int64),
           base.HISTORY_LENGTH: tf.constant(INDEX_LENGTH, tf.int64),
@@ -93,52 +96,57 @@ def test_export_reloads_in_fresh_process_with_same_outputs(tmp_path):
   data_dir = os.path.join(tmp_path, "data")
   model_dir = os.path.join(tmp_path, "run")
   write_dataset(data_dir, raw_ids)
+  data = data_spec.read(data_dir)
   tf.random.set_seed(0)
-  model = export.build_model("sine", TINY_SINE, 7, MAX_LENGTH)
+  model = export.build_model("sine", TINY_SINE, data)
   # The trainer's checkpoint also holds the step and the optimizer: expect_partial.
   tf.train.Checkpoint(model=model, step=tf.Variable(5, dtype=tf.int64)).save(
       os.path.join(model_dir, export.CHECKPOINT_SUBDIR, "ckpt"))
   expected = model(index_features(), training=False)[base.USER_VECTORS].numpy()
 
-  export_dir = export.export_saved_model(model_name="sine", model_config=TINY_SINE,
-                                         data_dir=data_dir, model_dir=model_dir,
-                                         max_length=MAX_LENGTH, extra_meta={"step": 5})
+  export_dir = export.export_saved_model(model_name="sine", model_config=TINY_SINE, data=data,
+                                         model_dir=model_dir, extra_meta={"step": 5})
   assert os.path.dirname(export_dir) == os.path.join(model_dir, "export")
   assert os.path.basename(export_dir).isdigit()
   assert os.listdir(os.path.join(model_dir, "export")) == [os.path.basename(export_dir)]
-  with open(os.path.join(export_dir, export.META_FILE)) as f:
+  with open(os.path.join(export_dir, base.EXPORT_META_FILE)) as f:
     meta = json.load(f)
   assert (meta["model"], meta["num_items"], meta["dim"], meta["max_length"]) == ("sine", 7, 8, 4)
   assert meta["num_vectors"] == 1 and meta["step"] == 5 and meta["data_stats"]["num_items"] == 7
+  assert meta["signatures"]["serving_default"]["inputs"] == ["history", "history_timestamps"]
 
   served = reload_in_fresh_process(tmp_path, export_dir, RAW_HISTORIES, RAW_TIMESTAMPS)
   np.testing.assert_allclose(served["user_vectors"], expected, rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(served["history_length"], INDEX_LENGTH)
+  np.testing.assert_array_equal(served["unknown_items"], UNKNOWN_ITEMS)
   assert served["item_ids"].tolist() == raw_ids
   np.testing.assert_array_equal(served["embeddings"], model.item_table.numpy()[:7])
+  np.testing.assert_array_equal(served["item_bias"], np.zeros(7))  # SINE has no bias
+  np.testing.assert_array_equal(served["item_counts"], [7, 6, 5, 4, 3, 2, 1])
 
   # A second export in the same second gets the next timestamp, not an overwrite.
-  second = export.export_saved_model(model_name="sine", model_config=TINY_SINE,
-                                     data_dir=data_dir, model_dir=model_dir, max_length=MAX_LENGTH)
+  second = export.export_saved_model(model_name="sine", model_config=TINY_SINE, data=data,
+                                     model_dir=model_dir)
   assert int(os.path.basename(second)) > int(os.path.basename(export_dir))
 
 
 def test_export_errors_are_explained(tmp_path):
   data_dir = os.path.join(tmp_path, "data")
   write_dataset(data_dir, [f"A{i}" for i in range(7)])
+  data = data_spec.read(data_dir)
   with pytest.raises(FileNotFoundError, match="No checkpoint"):
-    export.export_saved_model(model_name="sine", model_config=TINY_SINE, data_dir=data_dir,
-                              model_dir=os.path.join(tmp_path, "empty"), max_length=MAX_LENGTH)
+    export.export_saved_model(model_name="sine", model_config=TINY_SINE, data=data,
+                              model_dir=os.path.join(tmp_path, "empty"))
   # A checkpoint of another model (no SINE variables) is refused, not half-restored.
   other = os.path.join(tmp_path, "other", "ckpt")
   tf.train.Checkpoint(model=tf.Module()).save(other)
   with pytest.raises(ValueError, match="does not hold every variable"):
-    export.export_saved_model(model_name="sine", model_config=TINY_SINE, data_dir=data_dir,
-                              model_dir=tmp_path, max_length=MAX_LENGTH,
-                              checkpoint_path=other + "-1")
+    export.export_saved_model(model_name="sine", model_config=TINY_SINE, data=data,
+                              model_dir=tmp_path, checkpoint_path=other + "-1")
   assert not os.path.exists(os.path.join(tmp_path, "export"))
   with pytest.raises(ValueError, match="outside any distribution strategy"):
     with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
-      export.build_model("sine", TINY_SINE, 7, MAX_LENGTH)
+      export.build_model("sine", TINY_SINE, data)
 
 
 def train_under_parameter_servers_and_export(data_dir, model_dir, out):
@@ -152,7 +160,6 @@ def train_under_parameter_servers_and_export(data_dir, model_dir, out):
   """
   import socket  # pylint: disable=g-import-not-at-top
   import tf_keras  # pylint: disable=g-import-not-at-top
-  from input_pipeline import samples  # pylint: disable=g-import-not-at-top
   from trainer import evaluation  # pylint: disable=g-import-not-at-top
   from trainer import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
 
@@ -171,8 +178,10 @@ def train_under_parameter_servers_and_export(data_dir, model_dir, out):
       spec, task_type="chief", task_id=0, rpc_layer="grpc")
   # The item table (302 x 8 floats = 9.7 kB) is sharded; the small variables are not.
   strategy = strategy_lib.build_strategy(resolver, min_shard_bytes=4096)
+  data = data_spec.read(data_dir)
   with strategy.scope():
-    model = sine.SINE(TINY_SINE, num_items=300)
+    model = sine.SINE(TINY_SINE, data=data)
+    model.create_variables()
     optimizer = tf_keras.optimizers.Adagrad(0.5)
   shards = model.item_table.variables
   if len(shards) != 2:
@@ -184,7 +193,7 @@ def train_under_parameter_servers_and_export(data_dir, model_dir, out):
   def train_step():
     def replica_fn():
       with tf.GradientTape() as tape:
-        query = model(features, training=True)[base.QUERY]
+        query = model(features, training=True)[base.USER_VECTORS][:, 0]
         logits = tf.matmul(query, model.item_table[:300], transpose_b=True)
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=tf.constant([1, 2, 3, 4]), logits=logits))
@@ -204,14 +213,13 @@ def train_under_parameter_servers_and_export(data_dir, model_dir, out):
       os.path.join(model_dir, export.CHECKPOINT_SUBDIR, "ckpt"))
   with strategy.scope():
     vectors = model(features, training=False)[base.USER_VECTORS].numpy()
-  eval_batch = {**features, samples.EVAL_TARGETS: tf.constant(EVAL_TARGETS, tf.int64),
-                samples.EVAL_EXCLUDE: features[base.HISTORY]}
-  metrics = evaluation.evaluate_model(
-      model, tf.data.Dataset.from_tensors(eval_batch), protocol=schema.LEAVE_LAST_ONE_OUT,
-      ks=EVAL_KS, item_chunk_size=64).metrics
-  export_dir = export.export_saved_model(model_name="sine", model_config=TINY_SINE,
-                                         data_dir=data_dir, model_dir=model_dir,
-                                         max_length=MAX_LENGTH)
+  eval_batch = {**features, base.EVAL_TARGETS: tf.constant(EVAL_TARGETS, tf.int64),
+                base.EVAL_EXCLUDE: features[base.HISTORY]}
+  metrics = evaluation.model_evaluator(
+      model, protocol=schema.LEAVE_LAST_ONE_OUT, ks=EVAL_KS, item_chunk_size=64)(
+          tf.data.Dataset.from_tensors(eval_batch)).metrics
+  export_dir = export.export_saved_model(model_name="sine", model_config=TINY_SINE, data=data,
+                                         model_dir=model_dir)
   np.savez(out, user_vectors=vectors, table=table[:300], export_dir=export_dir,
            hr=[metrics[f"hr@{k}"] for k in EVAL_KS], mrr=[metrics[f"mrr@{k}"] for k in EVAL_KS])
 

@@ -32,7 +32,9 @@ def _config(data_dir, model_dir, *, train_steps, log_every=10, checkpoint_every=
           "sine", {"embedding_dim": 16, "num_interests": 2, "num_prototypes": 10, **model}),
       schedule=config_lib.ScheduleConfig(train_steps=train_steps, log_every=log_every),
       checkpoint=config_lib.CheckpointConfig(every_steps=checkpoint_every),
-      eval=config_lib.EvalConfig(ks=(1, 10), batch_size=128),
+      # Users of the tiny data walk their group cyclically: targets are often items they
+      # consumed before, which must stay rankable for the learning checks.
+      eval=config_lib.EvalConfig(ks=(1, 10), batch_size=128, mask_history="keep_targets"),
       export=config_lib.ExportConfig(enabled=False))
 
 
@@ -50,15 +52,19 @@ def _train_scalars(model_dir):
 
 
 def test_loss_terms_are_scaled_to_the_global_batch():
-  # softmax: (1 + 2 + 3 + 4) / global batch 8 = 1.25; the [B] aux term likewise
-  # (2 * 4) / 8 = 1.0; the scalar term is divided by the 1 replica: 0.5.
+  # Head "softmax": (1 + 2 + 3 + 4) / global batch 8 = 1.25; head "second": 4 / 8; the
+  # [B] aux term likewise (2 * 4) / 8 = 1.0; the scalar term is divided by the 1
+  # replica: 0.5.
   terms = loop.loss_terms(
       {"aux_losses": {"per_example": tf.fill([4], 2.0), "scalar": tf.constant(0.5)}},
-      tf.constant([1.0, 2.0, 3.0, 4.0]), global_batch_size=8)
-  assert {k: float(v) for k, v in terms.items()} == {"softmax": 1.25, "per_example": 1.0,
-                                                      "scalar": 0.5}
+      {"softmax": tf.constant([1.0, 2.0, 3.0, 4.0]), "second": tf.ones([4])},
+      global_batch_size=8)
+  assert {k: float(v) for k, v in terms.items()} == {"softmax": 1.25, "second": 0.5,
+                                                      "per_example": 1.0, "scalar": 0.5}
   with pytest.raises(ValueError, match="clashes"):
-    loop.loss_terms({"aux_losses": {"softmax": tf.constant(1.0)}}, tf.ones([2]), 2)
+    loop.loss_terms({"aux_losses": {"softmax": tf.constant(1.0)}}, {"softmax": tf.ones([2])}, 2)
+  with pytest.raises(ValueError, match="no softmax heads"):
+    loop.loss_terms({}, {}, 2)
 
 
 def test_next_stop_hits_every_cadence():
@@ -85,17 +91,17 @@ def test_optimizer_clips_by_global_norm():
 def test_training_learns_and_a_rerun_resumes(data_dir, tmp_path, monkeypatch):
   """Killed after the step-20 checkpoint, the same command finishes steps 21..40."""
   config = _config(data_dir, str(tmp_path / "run"), train_steps=40)
-  save = loop._Run.save
+  save = loop.TrainingRun.save
 
   def save_then_die_at_20(run):
     save(run)
     if run.step == 20:
       raise KeyboardInterrupt("simulated kill after the step-20 checkpoint")
 
-  monkeypatch.setattr(loop._Run, "save", save_then_die_at_20)
+  monkeypatch.setattr(loop.TrainingRun, "save", save_then_die_at_20)
   with pytest.raises(KeyboardInterrupt):
     loop.train_and_evaluate(config)
-  monkeypatch.setattr(loop._Run, "save", save)
+  monkeypatch.setattr(loop.TrainingRun, "save", save)
   assert tf.train.latest_checkpoint(os.path.join(config.model_dir, "checkpoints")).endswith("-20")
   assert not os.path.exists(os.path.join(config.model_dir, "metrics.json"))
 
@@ -131,24 +137,32 @@ def test_select_best_tests_and_exports_the_best_valid_checkpoint(data_dir, tmp_p
   """Valid ndcg@10 scripted as 0.2, 0.9, 0.5 at steps 10, 20, 30: step 20 must win."""
   config = dataclasses.replace(
       _config(data_dir, str(tmp_path / "run"), train_steps=30),
-      eval=config_lib.EvalConfig(ks=(1, 10), batch_size=128, every_steps=10,
-                                 select_best="ndcg@10"),
+      eval=config_lib.EvalConfig(ks=(1, 10), batch_size=32, every_steps=10,
+                                 select_best="ndcg@10", max_users=64),
       export=config_lib.ExportConfig(enabled=True))
   scripted = {10: 0.2, 20: 0.9, 30: 0.5}
-  evaluate = loop._Run.evaluate
+  evaluate = loop.TrainingRun.evaluate
   tables = {}
+
+  selection_users = set()
 
   def scripted_valid(run, split, max_users=None):
     result = evaluate(run, split, max_users)
     tables[run.step] = run.model.item_table.numpy()
     if split != "valid":
       return result
+    if max_users is not None:
+      selection_users.add(result.num_users)
     return dataclasses.replace(result, metrics={**result.metrics, "ndcg@10": scripted[run.step]})
 
-  monkeypatch.setattr(loop._Run, "evaluate", scripted_valid)
+  monkeypatch.setattr(loop.TrainingRun, "evaluate", scripted_valid)
   result = loop.train_and_evaluate(config)
   best = json.load(open(os.path.join(config.model_dir, "checkpoints", "best", "best.json")))
   assert (best["metric"], best["value"], best["step"]) == ("ndcg@10", 0.9, 20)
+  # Every candidate, the final step's included, was compared on the same 64 valid users
+  # (two batches of 32), and the reported valid result covers all 96.
+  assert selection_users == {64}
+  assert result["valid"]["num_users"] == 96
   # The test split and the export see step 20's weights, not the final step's.
   assert result["step"] == 20 and result["valid"]["metrics"]["ndcg@10"] == 0.9
   assert not np.allclose(tables[20], tables[30])
@@ -187,8 +201,8 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 config = loop_test._config(sys.argv[1], sys.argv[2], train_steps=10)
-run = loop._Run(config, strategy)
-sums = loop._LocalSteps(run, seed=0)(5)
+run = loop.TrainingRun(config, strategy)
+sums = loop.LocalSteps(run, seed=0)(5)
 print(json.dumps({"replicas": strategy.num_replicas_in_sync, "step": run.step, **sums}))
 """
 

@@ -36,12 +36,12 @@ def test_flags_override_the_preset_and_unset_ones_keep_it(monkeypatch, tmp_path)
   monkeypatch.setenv("BUILD_WORKSPACE_DIRECTORY", str(tmp_path / "workspace"))
   monkeypatch.setenv("BUILD_WORKING_DIRECTORY", str(tmp_path / "here"))
   with flagsaver.flagsaver(preset="sine_paper", data_dir="data", batch_size=64, ks=["5", "10"],
-                           model_param=["num_interests=2"], embedding_dim=32, mask_history=False):
+                           model_param=["num_interests=2"], embedding_dim=32, mask_history="keep_targets"):
     config = main.config_from_flags()
   assert config.data.batch_size == 64  # flag
   assert config.data.max_length == 20 and config.optimizer.name == "adam"  # preset
   assert config.model.overrides == {"embedding_dim": "32", "num_interests": "2"}
-  assert config.eval.ks == (5, 10) and config.eval.mask_history is False
+  assert config.eval.ks == (5, 10) and config.eval.mask_history == "keep_targets"
   # bazel run: relative flags from where bazel was called, defaults in the workspace.
   assert config.data.data_dir == str(tmp_path / "here" / "data")
   assert config.model_dir == str(tmp_path / "workspace" / "runs" / "sine")
@@ -77,8 +77,8 @@ def test_default_data_dir_is_prepared_once(monkeypatch, tmp_path):
 
 
 def test_unknown_model_lists_the_known_ones(data_dir, tmp_path):
-  with flagsaver.flagsaver(model="sasrec", data_dir=data_dir, model_dir=str(tmp_path)):
-    with pytest.raises(ValueError, match=r"Unknown model 'sasrec'.*Known models: .*sine"):
+  with flagsaver.flagsaver(model="nope", data_dir=data_dir, model_dir=str(tmp_path)):
+    with pytest.raises(ValueError, match=r"Unknown model 'nope'.*Known models: gru4rec, sasrec, sine"):
       main.main(["trainer"])
   assert not os.listdir(tmp_path)  # failed before writing anything
 
@@ -91,7 +91,7 @@ def test_main_trains_evaluates_and_exports(data_dir, tmp_path, capsys):
   with open(os.path.join(model_dir, "metrics.json")) as f:
     metrics = json.load(f)
   assert metrics["model"] == "sine" and metrics["step"] == 6 and metrics["split"] == "test"
-  assert metrics["protocol"] == "leave_last_one_out" and metrics["mask_history"] is True
+  assert metrics["protocol"] == "leave_last_one_out" and metrics["mask_history"] == "all"
   assert set(metrics["metrics"]) >= {"hr@1", "ndcg@10", "mrr@10", "recall@10", "f1@10"}
   assert metrics["num_users"] == 96 and "hr@10" in metrics["valid"]["metrics"]
   export_dir = metrics["export_dir"]
