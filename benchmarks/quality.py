@@ -1,7 +1,7 @@
 r"""Quality on the S3-Rec data sets, next to the published full-ranking table.
 
-    python benchmarks/quality.py --models=poprec                       # minutes
-    python benchmarks/quality.py --models=poprec,sine --epochs=20      # hours on 2 CPUs
+    python benchmarks/quality.py --models=poprec                              # minutes
+    python benchmarks/quality.py --models=sasrec --seeds=0,1,2 --epochs=200   # hours on 2 CPUs
 
 For each of amazon_beauty, amazon_toys and lastfm_hetrec_s3rec (read-only, from
 `--shared_dir`/data, default `$DCG_SHARED_DIR` or ../shared beside the repository):
@@ -14,17 +14,27 @@ For each of amazon_beauty, amazon_toys and lastfm_hetrec_s3rec (read-only, from
    of the data set instead, test targets included: that leaks the test items, but it
    is how the S3-Rec table's PopRec row was computed (it reproduces that row), so it
    checks our evaluator against the published numbers;
-3. each trained model (`sine`, or any registered name): train with the trainer library
-   (`trainer.loop.train_and_evaluate`, preset `s3rec`: Adam 1e-3, batch 256, length
-   50, D = 64, full softmax; every setting is a flag), in `--work_dir`/NAME/MODEL;
-4. evaluate on the test split over ALL items with the user's history masked, HR and
-   NDCG at `--ks` (5, 10, 20, 50), and print them beside ../shared/BENCHMARKS.md's rows.
+3. each trained model (`sasrec`, `gru4rec`, `sine`, any registered name), once per
+   seed of `--seeds`: train with the trainer library (`trainer.loop.train_and_evaluate`,
+   preset `s3rec`: Adam 1e-3, batch 256, length 50, D = 64, full softmax; every
+   setting is a flag) in `--work_dir`/NAME/MODEL/seed_S, evaluating the valid split
+   every `--eval_every_epochs` and testing the checkpoint with the best valid
+   `--select_best` metric (model selection on validation only; the test split is
+   evaluated once per run, at the end);
+4. evaluate on the test split over ALL items with the user's history masked
+   (`--mask_history`, default "all": a re-consumed target is a miss, as S3-Rec and
+   RecBole count it), HR and NDCG at `--ks` (5, 10, 20, 50), and print the mean over
+   the seeds beside ../shared/BENCHMARKS.md's rows, then every seed's figures.
+
+An epoch is one pass over the model's training samples of the train split (counted
+by running its sample builder once): every training prefix for `sine`
+(`AllPrefixes`, 131,413 on amazon_beauty), about one window per user for `sasrec` and
+`gru4rec` (`AllPositions`: each window trains every prefix in it).
 
 Results also go to `--work_dir`/quality.json. Recorded numbers: docs/quality.md.
 """
 
 import dataclasses
-import json
 import math
 import os
 from typing import Dict, List
@@ -34,8 +44,11 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from common import files
+from input_pipeline import data_spec
 from input_pipeline import dataset as dataset_lib
 from input_pipeline import prepare
+from input_pipeline import samples
 from input_pipeline import schema
 from trainer import config as config_lib
 from trainer import evaluation
@@ -45,37 +58,37 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATASETS = ("amazon_beauty", "amazon_toys", "lastfm_hetrec_s3rec")
 POPREC = "poprec"  # training counts
 POPREC_ALL = "poprec_all"  # counts over all interactions, test targets included (S3-Rec's)
+MAX_LENGTH = 50  # the protocol's history length
 
 _SHARED_DIR = flags.DEFINE_string(
     "shared_dir", os.environ.get("DCG_SHARED_DIR", os.path.join(os.path.dirname(_REPO_ROOT), "shared")),
     "Folder holding data/<dataset>/ (read-only); default $DCG_SHARED_DIR or ../shared.")
 _DATASETS = flags.DEFINE_list("datasets", list(DATASETS), "Data sets to run.")
-_MODELS = flags.DEFINE_list("models", [POPREC, POPREC_ALL, "sine"],
+_MODELS = flags.DEFINE_list("models", [POPREC, POPREC_ALL, "sasrec"],
                            f"{POPREC}, {POPREC_ALL} and/or registered model names.")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds; the mean is reported.")
 _WORK_DIR = flags.DEFINE_string("work_dir", os.path.join(_REPO_ROOT, "runs", "quality"),
                                 "Prepared data, training runs and quality.json go here.")
 _KS = flags.DEFINE_list("ks", ["5", "10", "20", "50"], "Cut-offs.")
-_MASK_HISTORY = flags.DEFINE_bool("mask_history", True, "Mask the user's history (S3-Rec).")
+_MASK_HISTORY = flags.DEFINE_enum("mask_history", "all", list(evaluation.MASK_HISTORY_MODES),
+                                  "History masking of the ranking (all: S3-Rec and RecBole).")
 _EVAL_BATCH_SIZE = flags.DEFINE_integer("eval_batch_size", 512, "Users ranked together.")
 # Training (preset s3rec, then these).
-_EPOCHS = flags.DEFINE_float("epochs", 20.0, "Passes over the training prefixes (sets "
-                             "train_steps = epochs * prefixes / batch_size).")
-_TRAIN_STEPS = flags.DEFINE_integer("train_steps", None, "Final step; overrides --epochs.")
+_EPOCHS = flags.DEFINE_float("epochs", 200.0, "Passes over the model's training samples.")
+_EVAL_EVERY_EPOCHS = flags.DEFINE_float(
+    "eval_every_epochs", 5.0, "Epochs between valid evaluations (candidates for selection).")
+_SELECT_BEST = flags.DEFINE_string(
+    "select_best", "ndcg@10", "Valid metric whose best checkpoint is tested; empty: the final "
+    "step (no selection).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Training batch (preset: 256).")
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", None, "Learning rate (preset: 1e-3).")
 _OPTIMIZER = flags.DEFINE_enum("optimizer", None, list(config_lib.OPTIMIZERS),
                                "Optimizer (preset: adam).")
 _EMBEDDING_DIM = flags.DEFINE_integer("embedding_dim", None, "D (preset: 64).")
-_MAX_LENGTH = flags.DEFINE_integer("max_length", None, "History length (preset: 50).")
 _NUM_NEGATIVES = flags.DEFINE_integer(
     "num_negatives", None, "Sampled negatives (preset: more than the catalog = full softmax).")
 _MODEL_PARAM = flags.DEFINE_multi_string("model_param", [], "NAME=VALUE model override, "
                                          "e.g. --model_param=num_prototypes=50.")
-_EVAL_EVERY = flags.DEFINE_integer("eval_every", 0, "Steps between valid evaluations (0: end).")
-_SELECT_BEST = flags.DEFINE_string(
-    "select_best", "", "Valid metric (e.g. ndcg@10) whose best checkpoint is tested "
-    "(RecBole's best-validation protocol); needs --eval_every. Empty: the final step.")
-_SEED = flags.DEFINE_integer("seed", 0, "Training seed.")
 
 # ../shared/BENCHMARKS.md: S3-Rec (CIKM 2020) full-ranking table, history masked.
 REFERENCE_COLUMNS = ("PopRec", "GRU4Rec", "SASRec", "S3-Rec")
@@ -107,45 +120,56 @@ def prepared_data_dir(name: str) -> str:
   return data_dir
 
 
-def all_interaction_counts(data_dir: str) -> np.ndarray:
+def history_spec() -> samples.SampleSpec:
+  """What PopRec's evaluation batches hold: the history (which it ignores)."""
+  return samples.SampleSpec(features=(samples.History(MAX_LENGTH),), training=samples.AllPrefixes())
+
+
+def all_interaction_counts(data: data_spec.DataSpec) -> np.ndarray:
   """Item counts `[num_items]` over every event: the test split's whole timelines.
 
   Raises:
     ValueError: the test split does not hold every event (not leave-last-one-out).
   """
-  stats = schema.read_stats(data_dir)
-  counts = np.zeros([int(stats["num_items"])], np.float32)
-  records = tf.data.TFRecordDataset(schema.split_files(data_dir, "test"))
+  counts = np.zeros([data.num_items], np.float32)
+  records = tf.data.TFRecordDataset(schema.split_files(data.data_dir, "test"))
   for timelines in records.batch(4096).map(schema.parse_timelines):
     np.add.at(counts, timelines[schema.ITEMS].flat_values.numpy(), 1)
-  if counts.sum() != stats["num_events"]:
+  if counts.sum() != data.stats["num_events"]:
     raise ValueError(f"{POPREC_ALL} needs every event in the test split (leave-last-one-out); "
-                     f"{data_dir!r} has {int(counts.sum())} of {stats['num_events']} there.")
+                     f"{data.data_dir!r} has {int(counts.sum())} of {data.stats['num_events']} "
+                     f"there.")
   return counts
 
 
-def run_poprec(data_dir: str, ks, counts: np.ndarray) -> evaluation.EvalResult:
-  stats = schema.read_stats(data_dir)
+def run_poprec(data: data_spec.DataSpec, ks, counts: np.ndarray) -> Dict[str, float]:
   user_vectors_fn, table = evaluation.popularity_scorer(counts)
   test = dataset_lib.make_dataset(dataset_lib.eval_config(
-      data_dir, "test", batch_size=_EVAL_BATCH_SIZE.value))
+      data.data_dir, "test", batch_size=_EVAL_BATCH_SIZE.value), history_spec(), data)
   return evaluation.evaluate(user_vectors_fn=user_vectors_fn, item_embeddings=table, dataset=test,
-                             num_items=int(stats["num_items"]), protocol=stats["split"], ks=ks,
-                             mask_history=_MASK_HISTORY.value)
+                             num_items=data.num_items, protocol=data.protocol, ks=ks,
+                             mask_history=_MASK_HISTORY.value).metrics
 
 
-def train_config(model: str, data_dir: str, ks) -> config_lib.TrainConfig:
-  """Preset `s3rec` with the flags applied; steps from --epochs unless --train_steps."""
+def count_training_samples(config: config_lib.TrainConfig, data: data_spec.DataSpec) -> int:
+  """Samples in one pass over the train split, as the model's training builder cuts them."""
+  from models import all_models  # pylint: disable=g-import-not-at-top,unused-import
+  from models import registry  # pylint: disable=g-import-not-at-top
+
+  model_config = config_lib.build_model_config(config.model, max_length=config.data.max_length)
+  spec = registry.lookup(config.model.name).model_class(model_config, data=data).sample_spec()
+  one_pass = dataset_lib.make_dataset(dataset_lib.InputConfig(
+      data_dir=data.data_dir, batch_size=4096, num_epochs=1, shuffle=False, bucketing=False),
+      spec, data)
+  return int(sum(int(batch["history_length"].shape[0]) for batch in one_pass))
+
+
+def train_config(model: str, data: data_spec.DataSpec, ks, seed: int) -> config_lib.TrainConfig:
+  """Preset `s3rec` with the flags applied; steps from --epochs of the model's samples."""
   base = config_lib.s3rec()
-  data = dataclasses.replace(base.data, data_dir=data_dir, **{
-      k: v for k, v in (("batch_size", _BATCH_SIZE.value), ("max_length", _MAX_LENGTH.value))
-      if v is not None})
-  steps = _TRAIN_STEPS.value
-  if steps is None:
-    train = schema.read_stats(data_dir)["splits"]["train"]
-    # The all-prefixes builder makes one sample per training event after a user's first.
-    prefixes = train["num_events"] - train["num_users"]
-    steps = math.ceil(_EPOCHS.value * prefixes / data.batch_size)
+  data_config = dataclasses.replace(base.data, data_dir=data.data_dir, max_length=MAX_LENGTH,
+                                    **({"batch_size": _BATCH_SIZE.value} if _BATCH_SIZE.value
+                                       else {}))
   overrides = dict(base.model.overrides)
   for entry in _MODEL_PARAM.value:
     name, sep, value = entry.partition("=")
@@ -159,27 +183,43 @@ def train_config(model: str, data_dir: str, ks) -> config_lib.TrainConfig:
       if v is not None})
   loss = (base.loss if _NUM_NEGATIVES.value is None
           else dataclasses.replace(base.loss, num_negatives=_NUM_NEGATIVES.value))
+  config = dataclasses.replace(
+      base, model_dir=os.path.join(_WORK_DIR.value, os.path.basename(data.data_dir), model,
+                                   f"seed_{seed}"),
+      data=data_config, model=config_lib.ModelConfig(name=model, overrides=overrides),
+      optimizer=optimizer, loss=loss)
+  steps_per_epoch = count_training_samples(config, data) / data_config.batch_size
+  eval_every = max(1, round(_EVAL_EVERY_EPOCHS.value * steps_per_epoch))
   return dataclasses.replace(
-      base, model_dir=os.path.join(_WORK_DIR.value, os.path.basename(data_dir), model),
-      data=data, model=config_lib.ModelConfig(name=model, overrides=overrides),
-      optimizer=optimizer, loss=loss,
-      schedule=dataclasses.replace(base.schedule, train_steps=steps, seed=_SEED.value),
+      config,
+      schedule=dataclasses.replace(base.schedule, train_steps=math.ceil(
+          _EPOCHS.value * steps_per_epoch), seed=seed, log_every=min(eval_every, 100)),
+      checkpoint=dataclasses.replace(base.checkpoint, every_steps=eval_every),
       eval=dataclasses.replace(base.eval, ks=ks, mask_history=_MASK_HISTORY.value,
-                               every_steps=_EVAL_EVERY.value, select_best=_SELECT_BEST.value,
-                               batch_size=_EVAL_BATCH_SIZE.value))
+                               every_steps=eval_every if _SELECT_BEST.value else 0,
+                               select_best=_SELECT_BEST.value, batch_size=_EVAL_BATCH_SIZE.value),
+      export=dataclasses.replace(base.export, enabled=False))
 
 
-def run_model(model: str, data_dir: str, ks) -> Dict[str, float]:
+def run_model(model: str, data: data_spec.DataSpec, ks, seed: int) -> Dict[str, object]:
+  """One seed's training run: test metrics of the selected checkpoint, valid, step."""
   from trainer import loop  # pylint: disable=g-import-not-at-top  (heavy: only when training)
 
-  config = train_config(model, data_dir, ks)
-  logging.info("training %s on %s for %d steps in %s", model, data_dir,
+  config = train_config(model, data, ks, seed)
+  logging.info("training %s on %s (seed %d) for %d steps in %s", model, data.data_dir, seed,
                config.schedule.train_steps, config.model_dir)
-  return loop.train_and_evaluate(config)["metrics"]
+  result = loop.train_and_evaluate(config)
+  return {"seed": seed, "step": result["step"], "train_steps": config.schedule.train_steps,
+          "metrics": result["metrics"], "valid": result["valid"]["metrics"],
+          "targets_per_second": result["training"].get("targets_per_second")}
+
+
+def mean_metrics(runs: List[Dict[str, object]]) -> Dict[str, float]:
+  return {key: float(np.mean([run["metrics"][key] for run in runs])) for key in runs[0]["metrics"]}
 
 
 def format_table(results: Dict[str, Dict[str, Dict[str, float]]], models: List[str], ks) -> str:
-  """Markdown table: our columns, then the S3-Rec table's (blank where it has no value)."""
+  """Markdown table: our columns (means over seeds), then the S3-Rec table's."""
   header = ["data", "metric"] + [f"{m} (ours)" for m in models] + list(REFERENCE_COLUMNS)
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for name, by_model in results.items():
@@ -193,31 +233,53 @@ def format_table(results: Dict[str, Dict[str, Dict[str, float]]], models: List[s
   return "\n".join(lines)
 
 
+def format_seeds(runs: Dict[str, Dict[str, List[Dict[str, object]]]]) -> str:
+  """Markdown table: every seed's test HR@10 / NDCG@10 (and its valid NDCG@10, step)."""
+  lines = ["| data | model | seed | best step / steps | valid NDCG@10 | HR@10 | NDCG@10 | HR@20 "
+           "| NDCG@20 |", "|---|---|---|---|---|---|---|---|---|"]
+  for name, by_model in runs.items():
+    for model, seeds in by_model.items():
+      for run in seeds:
+        m = run["metrics"]
+        lines.append(f"| {name} | {model} | {run['seed']} | {run['step']} / {run['train_steps']} "
+                     f"| {run['valid'].get('ndcg@10', float('nan')):.4f} | {m['hr@10']:.4f} | "
+                     f"{m['ndcg@10']:.4f} | {m.get('hr@20', float('nan')):.4f} | "
+                     f"{m.get('ndcg@20', float('nan')):.4f} |")
+  return "\n".join(lines)
+
+
 def main(argv):
   del argv
   ks = tuple(int(k) for k in _KS.value)
+  seeds = [int(s) for s in _SEEDS.value]
   unknown = sorted(set(_DATASETS.value) - set(DATASETS))
   if unknown:
     raise ValueError(f"--datasets: {unknown} are not S3-Rec data sets; choose from {DATASETS}.")
-  results = {}
+  if _SELECT_BEST.value and _SELECT_BEST.value not in config_lib.EvalConfig(ks=ks).metric_names():
+    raise ValueError(f"--select_best={_SELECT_BEST.value} is not one of the metrics at --ks={ks}.")
+  results: Dict[str, Dict[str, Dict[str, float]]] = {}
+  runs: Dict[str, Dict[str, List[Dict[str, object]]]] = {}
   for name in _DATASETS.value:
-    data_dir = prepared_data_dir(name)
-    results[name] = {}
+    data = data_spec.read(prepared_data_dir(name))
+    results[name], runs[name] = {}, {}
     for model in _MODELS.value:
       if model == POPREC:
-        results[name][model] = run_poprec(data_dir, ks, evaluation.read_item_counts(data_dir)).metrics
+        results[name][model] = run_poprec(data, ks, data.item_counts)
       elif model == POPREC_ALL:
-        results[name][model] = run_poprec(data_dir, ks, all_interaction_counts(data_dir)).metrics
+        results[name][model] = run_poprec(data, ks, all_interaction_counts(data))
       else:
-        results[name][model] = run_model(model, data_dir, ks)
+        runs[name][model] = [run_model(model, data, ks, seed) for seed in seeds]
+        results[name][model] = mean_metrics(runs[name][model])
       logging.info("%s %s: %s", name, model, {k: round(v, 4) for k, v in results[name][model].items()
                                               if k.startswith(("hr@", "ndcg@"))})
-  os.makedirs(_WORK_DIR.value, exist_ok=True)
   path = os.path.join(_WORK_DIR.value, "quality.json")
-  with open(path, "w") as f:
-    json.dump({"ks": list(ks), "mask_history": _MASK_HISTORY.value, "results": results}, f,
-              indent=2, sort_keys=True)
+  files.write_json(path, {"ks": list(ks), "mask_history": _MASK_HISTORY.value, "seeds": seeds,
+                          "epochs": _EPOCHS.value, "select_best": _SELECT_BEST.value,
+                          "mean": results, "runs": runs})
   print(format_table(results, list(_MODELS.value), ks))
+  if any(runs.values()):
+    print()
+    print(format_seeds(runs))
   print(f"\nwritten to {path}")
 
 

@@ -95,11 +95,18 @@ class ScheduleConfig:
     train_steps: the final global step; a restarted run continues up to it.
     log_every: steps between progress lines and TensorBoard training summaries
       (also the number of steps run per `tf.function` call or coordinator join).
-    seed: seeds TF's global generator (initialisation, sampling, shuffling).
+    seed: seeds Python's, NumPy's and TensorFlow's generators (initialization,
+      dropout, negative sampling) and the input's shuffles: the same command with the
+      same seed gives the same metrics in a single-process run (docs/reliability.md).
+    deterministic_ops: make every TensorFlow op deterministic
+      (`tf.config.experimental.enable_op_determinism`); needed on GPUs, whose scatter
+      and segment kernels accumulate in a varying order. CPU runs are reproducible
+      without it.
   """
   train_steps: int = 1000
   log_every: int = 100
   seed: int = 0
+  deterministic_ops: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,7 +31,6 @@ uninterrupted run: the input is not checkpointed, it is reseeded by the step).
 """
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -48,6 +47,7 @@ from input_pipeline import schema
 from models import all_models  # noqa: F401  (registers every model)
 from models import losses
 from models import registry
+from trainer import checkpoints
 from trainer import config as config_lib
 from trainer import evaluation
 from trainer import export
@@ -57,7 +57,6 @@ CHECKPOINT_SUBDIR = export.CHECKPOINT_SUBDIR
 SUMMARY_SUBDIR = "summaries"
 METRICS_FILE = "metrics.json"
 BEST_SUBDIR = "best"  # under CHECKPOINT_SUBDIR: the best valid checkpoint (select_best)
-BEST_FILE = "best.json"
 REGULARIZATION_TERM = "regularization"
 TOTAL_TERM = "total"
 # Not losses: counts in the step, summed over replicas.
@@ -144,9 +143,11 @@ class TrainingRun:
     self.checkpoint = tf.train.Checkpoint(
         **{export.CHECKPOINT_MODEL_KEY: self.model}, optimizer=self.optimizer,
         step=self.optimizer.iterations)
-    self.manager = tf.train.CheckpointManager(
-        self.checkpoint, os.path.join(config.model_dir, CHECKPOINT_SUBDIR),
-        max_to_keep=config.checkpoint.max_to_keep)
+    checkpoint_dir = os.path.join(config.model_dir, CHECKPOINT_SUBDIR)
+    checkpoints.prepare_directory(checkpoint_dir)  # before the manager reads the state
+    checkpoints.prepare_directory(self._best_dir(), "best")
+    self.manager = tf.train.CheckpointManager(self.checkpoint, checkpoint_dir,
+                                              max_to_keep=config.checkpoint.max_to_keep)
     self._restore()
 
   @property
@@ -154,20 +155,18 @@ class TrainingRun:
     return int(self.optimizer.iterations.numpy())
 
   def _restore(self):
-    latest = self.manager.latest_checkpoint
-    if latest is None:
-      logging.info("no checkpoint in %s: training from scratch", self.manager.directory)
-      return
     try:
-      # Every variable of the model and optimizer must come back (the save counter of
-      # the checkpoint object need not: it is created on the next save).
-      self.checkpoint.restore(latest).assert_existing_objects_matched().expect_partial()
+      restored = checkpoints.restore_newest(self.checkpoint, self.manager.directory)
     except (AssertionError, ValueError) as e:
       raise ValueError(
-          f"The checkpoint {latest!r} does not match the model {self.config.model.name!r} as "
-          f"configured now (another model or other hyper-parameters were trained in "
-          f"{self.config.model_dir!r}). Use a new --model_dir, or the original settings. {e}") from e
-    logging.info("resumed from %s at step %d", latest, self.step)
+          f"The checkpoints in {self.manager.directory!r} do not match the model "
+          f"{self.config.model.name!r} as configured now (another model or other "
+          f"hyper-parameters were trained in {self.config.model_dir!r}). Use a new "
+          f"--model_dir, or the original settings. {e}") from e
+    if restored is None:
+      logging.info("no checkpoint in %s: training from scratch", self.manager.directory)
+    else:
+      logging.info("resumed from %s at step %d", restored, self.step)
 
   def save(self):
     path = self.manager.save(checkpoint_number=self.step)
@@ -180,11 +179,7 @@ class TrainingRun:
 
   def best(self) -> Optional[Dict[str, Any]]:
     """`{"metric", "value", "step", "checkpoint"}` of the best valid evaluation so far."""
-    path = os.path.join(self._best_dir(), BEST_FILE)
-    if not tf.io.gfile.exists(path):
-      return None
-    with tf.io.gfile.GFile(path) as f:
-      return json.load(f)
+    return checkpoints.read_best(self._best_dir())
 
   def consider_best(self, metrics: Dict[str, float]) -> None:
     """Keeps a checkpoint of this step when its valid `select_best` metric is the best."""
@@ -192,16 +187,10 @@ class TrainingRun:
     best = self.best()
     if best is not None and metrics[metric] <= best["value"]:
       return
-    tf.io.gfile.makedirs(self._best_dir())
-    # A fresh manager each time: max_to_keep=1 drops the previous best checkpoint.
-    manager = tf.train.CheckpointManager(self.checkpoint, self._best_dir(), max_to_keep=1,
-                                         checkpoint_name="best")
-    path = manager.save(checkpoint_number=self.step)
-    record = {"metric": metric, "value": float(metrics[metric]), "step": self.step,
-              "checkpoint": path}
-    with tf.io.gfile.GFile(os.path.join(self._best_dir(), BEST_FILE), "w") as f:
-      json.dump(record, f)
-    logging.info("best valid %s so far: %.4f at step %d", metric, record["value"], self.step)
+    checkpoints.save_best(self.checkpoint, self._best_dir(),
+                          {"metric": metric, "value": float(metrics[metric]), "step": self.step},
+                          self.step)
+    logging.info("best valid %s so far: %.4f at step %d", metric, metrics[metric], self.step)
 
   def restore_best(self) -> str:
     """Loads the best checkpoint's model, optimizer and step; returns its path."""
@@ -216,7 +205,8 @@ class TrainingRun:
     data = self.config.data
     input_config = dataset_lib.InputConfig(
         data_dir=data.data_dir, split="train", batch_size=data.batch_size,
-        shuffle_buffer=data.shuffle_buffer, seed=seed, num_epochs=None, drop_remainder=True)
+        shuffle_buffer=data.shuffle_buffer, seed=seed, num_epochs=None, drop_remainder=True,
+        deterministic=True)
     return lambda input_context: dataset_lib.make_dataset(input_config, self.sample_spec,
                                                           self.data, input_context)
 
@@ -394,7 +384,11 @@ def train_and_evaluate(config: config_lib.TrainConfig,
 def _train_and_evaluate(config: config_lib.TrainConfig,
                         strategy: tf.distribute.Strategy) -> Dict[str, Any]:
   tf.io.gfile.makedirs(config.model_dir)
-  tf.random.set_seed(config.schedule.seed)
+  # Python, NumPy and TensorFlow generators; the input is seeded separately (its seed
+  # plus the step), and its elements come in a fixed order.
+  tf_keras.utils.set_random_seed(config.schedule.seed)
+  if config.schedule.deterministic_ops:
+    tf.config.experimental.enable_op_determinism()
   logging.info("training %s under %s with %d replica(s) per step; model_dir %s", config.model.name,
                type(strategy).__name__, strategy.num_replicas_in_sync, config.model_dir)
   run = TrainingRun(config, strategy)

@@ -62,7 +62,10 @@ _MASK_HISTORY = flags.DEFINE_enum(
     "How evaluation removes the input history from the ranking: all (default; the S3-Rec "
     "protocol: a target consumed before counts as a miss), keep_targets (such a target stays "
     "rankable) or none.")
-_SEED = flags.DEFINE_integer("seed", None, "Random seed.")
+_SEED = flags.DEFINE_integer("seed", None, "Random seed (same seed, same metrics).")
+_DETERMINISTIC_OPS = flags.DEFINE_bool(
+    "deterministic_ops", None, "Deterministic TensorFlow ops (needed for reproducible runs on "
+    "GPUs; slower).")
 _EXPORT = flags.DEFINE_bool("export", None, "Export a SavedModel at the end.")
 _MODEL_PARAM = flags.DEFINE_multi_string(
     "model_param", [], "Model hyper-parameter override NAME=VALUE (repeatable), e.g. "
@@ -120,7 +123,8 @@ def config_from_flags() -> config_lib.TrainConfig:
           num_negatives=_NUM_NEGATIVES.value, sampler=_SAMPLER.value,
           unigram_power=_UNIGRAM_POWER.value)),
       schedule=dataclasses.replace(base.schedule, **pick(
-          train_steps=_TRAIN_STEPS.value, log_every=_LOG_EVERY.value, seed=_SEED.value)),
+          train_steps=_TRAIN_STEPS.value, log_every=_LOG_EVERY.value, seed=_SEED.value,
+          deterministic_ops=_DETERMINISTIC_OPS.value)),
       checkpoint=dataclasses.replace(base.checkpoint, **pick(
           every_steps=_CHECKPOINT_EVERY.value)),
       eval=dataclasses.replace(base.eval, **pick(

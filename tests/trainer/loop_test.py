@@ -129,8 +129,24 @@ def test_training_learns_and_a_rerun_resumes(data_dir, tmp_path, monkeypatch):
   assert again["step"] == 40 and sorted(_train_scalars(config.model_dir)["total"]) == [10, 20, 30, 40]
   np.testing.assert_allclose(again["metrics"]["hr@10"], result["metrics"]["hr@10"])
 
-  with pytest.raises(ValueError, match="does not match the model"):
+  with pytest.raises(ValueError, match="do not match the model"):
     loop.train_and_evaluate(_config(data_dir, config.model_dir, train_steps=50, embedding_dim=8))
+
+
+def test_the_same_seed_gives_the_same_metrics(data_dir, tmp_path):
+  # SASRec: random initialization, dropout, 20 sampled negatives per step, shuffled input.
+  def run(name, seed):
+    config = dataclasses.replace(
+        _config(data_dir, str(tmp_path / name), train_steps=30),
+        model=config_lib.ModelConfig("sasrec", {"embedding_dim": 16}),
+        loss=config_lib.LossConfig(num_negatives=20),
+        schedule=config_lib.ScheduleConfig(train_steps=30, log_every=10, seed=seed))
+    result = loop.train_and_evaluate(config)
+    return result["metrics"], result["valid"]["metrics"], result["training"]["total"]
+
+  first = run("first", seed=7)
+  assert run("second", seed=7) == first  # exactly: every metric and the last loss
+  assert run("other", seed=8) != first
 
 
 def test_select_best_tests_and_exports_the_best_valid_checkpoint(data_dir, tmp_path, monkeypatch):
