@@ -23,10 +23,12 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from common import names
+from input_pipeline import data_spec
 from input_pipeline import dataset
 from input_pipeline import prepare
+from input_pipeline import samples
 from input_pipeline import schema
-from models import base
 import tensorflow as tf  # pylint: disable=g-bad-import-order  (after our package: Keras 2)
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "A prepared dataset directory; without it, "
@@ -35,8 +37,12 @@ _DATASET = flags.DEFINE_string("dataset", prepare.SYNTHETIC,
                                "prepare --dataset, without --data_dir.")
 _INPUT = flags.DEFINE_string("input", None, "prepare --input, without --data_dir.")
 _SPLIT = flags.DEFINE_enum("split", "train", schema.SPLITS, "Split to read.")
-_SAMPLE_BUILDER = flags.DEFINE_string("sample_builder", None, "Builder (default: all_prefixes "
-                                      "for train, evaluation otherwise).")
+# The training selectors of input_pipeline/samples.py, for a model reading the history.
+TRAINING = {"all_prefixes": samples.AllPrefixes(), "next_k": samples.NextK(5),
+            "last_item": samples.LastItem(), "all_positions": samples.AllPositions()}
+_TRAINING = flags.DEFINE_enum("training", "all_prefixes", sorted(TRAINING),
+                              "Training samples (train split; other splits give evaluation "
+                              "samples).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Global batch size.")
 _MAX_LENGTH = flags.DEFINE_integer("max_length", 50, "History length.")
 _BUCKETING = flags.DEFINE_boolean("bucketing", True, "Bucket by history length.")
@@ -49,27 +55,28 @@ def measure(ds: tf.data.Dataset):
   wall, cpu = time.perf_counter(), time.process_time()
   examples = batches = real = cells = 0
   for batch in ds:
-    lengths = batch[base.HISTORY_LENGTH].numpy()
+    lengths = batch[names.HISTORY_LENGTH].numpy()
     examples += len(lengths)
     batches += 1
     real += int(lengths.sum())
-    cells += int(tf.size(batch[base.HISTORY]))
+    cells += int(tf.size(batch[names.HISTORY]))
   return (examples, batches, time.perf_counter() - wall, time.process_time() - cpu,
           real / max(cells, 1))
 
 
 def benchmark(data_dir: str) -> None:
   train = _SPLIT.value == "train"
-  builder = _SAMPLE_BUILDER.value or ("all_prefixes" if train else "evaluation")
+  samples_name = _TRAINING.value if train else "evaluation"
   shuffle = train if _SHUFFLE.value is None else _SHUFFLE.value
+  spec = samples.SampleSpec(features=(samples.History(_MAX_LENGTH.value),),
+                            training=TRAINING[_TRAINING.value])
   config = dataset.InputConfig(
-      data_dir=data_dir, split=_SPLIT.value, batch_size=_BATCH_SIZE.value,
-      max_length=_MAX_LENGTH.value, sample_builder=builder,
+      data_dir=data_dir, split=_SPLIT.value, batch_size=_BATCH_SIZE.value, evaluation=not train,
       shuffle=shuffle, num_epochs=1, bucketing=_BUCKETING.value, deterministic=not shuffle)
-  print(f"{data_dir} split={config.split} builder={builder} batch={config.batch_size} "
-        f"max_length={config.max_length} bucketing={config.bucketing} shuffle={shuffle} "
+  print(f"{data_dir} split={config.split} samples={samples_name} batch={config.batch_size} "
+        f"max_length={_MAX_LENGTH.value} bucketing={config.bucketing} shuffle={shuffle} "
         f"cpus={os.cpu_count()}")
-  ds = dataset.make_dataset(config)
+  ds = dataset.make_dataset(config, spec, data_spec.read(data_dir))
   rates, cpu_rates = [], []
   for index in range(_PASSES.value):
     examples, batches, wall, cpu, fill = measure(ds)

@@ -117,7 +117,7 @@ def _suffix(unit: str) -> str:
 class _LogLines:
   """Progress as a log line at most every `LOG_EVERY_S` seconds (for logs, not terminals)."""
 
-  def __init__(self, description: str, total: int, unit: str):
+  def __init__(self, description: str, total: Optional[int], unit: str):
     self._description, self._total, self._unit = description, total, unit
     self._done, self._last = 0, time.monotonic()
 
@@ -126,8 +126,12 @@ class _LogLines:
     now = time.monotonic()
     if now - self._last >= LOG_EVERY_S:
       self._last = now
-      logging.info("%s: %d%% of %s", self._description, 100 * self._done // max(self._total, 1),
-                   tqdm.tqdm.format_sizeof(self._total, _suffix(self._unit)))
+      if self._total:
+        logging.info("%s: %d%% of %s", self._description, 100 * self._done // self._total,
+                     tqdm.tqdm.format_sizeof(self._total, _suffix(self._unit)))
+      else:
+        logging.info("%s: %s so far", self._description,
+                     tqdm.tqdm.format_sizeof(self._done, _suffix(self._unit)))
 
 
 class _AboveTheBars:
@@ -141,12 +145,12 @@ class _AboveTheBars:
 
 
 @contextlib.contextmanager
-def progress(description: str, total: int, unit: str) -> Iterator[Callable[[int], None]]:
+def progress(description: str, total: Optional[int], unit: str) -> Iterator[Callable[[int], None]]:
   """Yields `advance(count)`, thread-safe, that reports `count` more of `total` done.
 
   Args:
     description: what runs, e.g. "Reading log.csv".
-    total: the amount of work, in `unit`s.
+    total: the amount of work, in `unit`s; None when unknown (a count is shown).
     unit: "B" (bytes) or a word such as "rows".
   """
   with contextlib.ExitStack() as stack:

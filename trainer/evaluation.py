@@ -51,6 +51,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from common import cli
 from common import files
 from common import names
 from input_pipeline import schema
@@ -66,7 +67,6 @@ TIE_RULE = "pessimistic"
 # Rows of the item table scored at once: the step holds `[batch, K, chunk]` float32
 # scores, 64 MB at batch 256 and K = 4.
 DEFAULT_ITEM_CHUNK_SIZE = 16384
-_LOG_EVERY_SECONDS = 30.0
 
 UserVectorsFn = Callable[[Mapping[str, tf.Tensor]], tf.Tensor]
 
@@ -355,7 +355,8 @@ class Evaluator:
       raise ValueError(f"This Evaluator was traced for batches {self._spec}, got {spec}.")
     return self._step
 
-  def __call__(self, dataset: tf.data.Dataset, item_embeddings, item_bias=None) -> EvalResult:
+  def __call__(self, dataset: tf.data.Dataset, item_embeddings, item_bias=None,
+               expected_users: Optional[int] = None) -> EvalResult:
     """Evaluates one split.
 
     Args:
@@ -366,6 +367,7 @@ class Evaluator:
       item_embeddings: the candidate vectors (see `item_rows`); rows `[0, num_items)`
         are ranked.
       item_bias: the candidates' bias (same forms), or None.
+      expected_users: users the dataset holds, for the progress bar (None: unknown).
 
     Returns:
       The averaged metrics.
@@ -385,20 +387,18 @@ class Evaluator:
             else item_rows(item_bias, self.num_items))
     step = self._traced_step(spec, items, bias)
 
-    start_time = last_log = time.time()
+    start_time = time.time()
     sums = np.zeros([len(self.ks), len(METRICS)])
     num_users = num_targets = num_empty = 0
-    for features in dataset:
-      batch_sums, counts = step(features, items, bias)
-      counts = counts.numpy()
-      sums += batch_sums.numpy()
-      num_users += int((counts > 0).sum())
-      num_targets += int(counts.sum())
-      num_empty += int((counts == 0).sum())
-      if time.time() - last_log > _LOG_EVERY_SECONDS:
-        last_log = time.time()
-        logging.info("evaluation: %d users ranked against %d items (%.0f users/s)", num_users,
-                     self.num_items, num_users / (last_log - start_time))
+    with cli.progress(f"Ranking {self.num_items:,} items", expected_users, "users") as advance:
+      for features in dataset:
+        batch_sums, counts = step(features, items, bias)
+        counts = counts.numpy()
+        sums += batch_sums.numpy()
+        num_users += int((counts > 0).sum())
+        num_targets += int(counts.sum())
+        num_empty += int((counts == 0).sum())
+        advance(len(counts))
     if num_empty:
       logging.warning("evaluation: %d users had no target and were skipped", num_empty)
     means = sums / max(num_users, 1)
@@ -420,17 +420,19 @@ def evaluate(*, user_vectors_fn: UserVectorsFn, item_embeddings, dataset: tf.dat
   return evaluator(dataset, item_embeddings, item_bias)
 
 
-def model_evaluator(model: base.RetrievalModel, **kwargs) -> Callable[[tf.data.Dataset], EvalResult]:
+def model_evaluator(model: base.RetrievalModel, **kwargs) -> Callable[..., EvalResult]:
   """An evaluation function of a `RetrievalModel`: its user vectors against its candidates.
 
   `kwargs` are `Evaluator`'s other arguments (protocol, ks, mask_history, ...). The
-  candidates are read anew at every call, so the function follows training.
+  candidates are read anew at every call, so the function follows training. It takes
+  the dataset and, optionally, `expected_users` (for the progress bar).
   """
   evaluator = Evaluator(user_vectors_fn=model.user_vectors, num_items=model.num_items, **kwargs)
 
-  def evaluate_dataset(dataset: tf.data.Dataset) -> EvalResult:
+  def evaluate_dataset(dataset: tf.data.Dataset,
+                       expected_users: Optional[int] = None) -> EvalResult:
     candidates = model.candidates()
-    return evaluator(dataset, candidates.vectors, candidates.bias)
+    return evaluator(dataset, candidates.vectors, candidates.bias, expected_users)
 
   return evaluate_dataset
 

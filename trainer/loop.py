@@ -245,7 +245,10 @@ class TrainingRun:
 
   def evaluate(self, split: str, max_users: Optional[int] = None) -> evaluation.EvalResult:
     """Full-catalog evaluation of the model as it is now (the first `max_users` users)."""
-    return self._evaluate(self.eval_dataset(split, max_users))
+    users = self.data.stats.get("splits", {}).get(split, {}).get("num_users")
+    if users is not None and max_users is not None:
+      users = min(users, max_users)
+    return self._evaluate(self.eval_dataset(split, max_users), users)
 
 
 def _sum_records(records) -> Dict[str, float]:
