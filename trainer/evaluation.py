@@ -1,4 +1,4 @@
-"""Full-catalog evaluation: HR, NDCG, MRR, Recall, Precision and F1 at k.
+"""Full-catalog evaluation: HR, NDCG, MRR, Recall, Precision and F1 at k; perplexity.
 
 Every user is ranked against *all* items `[0, num_items)` (no sampled negatives); the
 OOV and padding rows of the item table are never ranked. Definitions, protocols and
@@ -13,7 +13,16 @@ items placed before target `t`:
     NDCG@k      = sum_{hit t} 1 / log2(rank(t) + 2)  /  sum_{j < min(|T|, k)} 1 / log2(j + 2)
     MRR@k       = 1 / (min_t rank(t) + 1) if that rank < k, else 0
 
-each averaged over the users that have at least one target.
+each averaged over the users that have at least one target, and
+
+    perplexity  = exp(mean over targets of -log softmax_i(s_i)[t])      (all items i)
+
+the exponentiated full-softmax cross entropy of the targets (HRNN-meta's PPL, after
+Brown et al. 1992): a model with perplexity p is as uncertain as a uniform choice among
+p items. It is averaged over targets, not users, like a language model's per-token
+PPL (the same with one target per user), and normalizes over the whole catalog
+`[0, num_items)` with no item masked: it measures the distribution the model was
+trained to output (the full softmax), not the masked ranking.
 
 Scores. A user with `K` vectors `u_1..u_K` (`user_vectors [batch, K, dim]`) scores item
 `i` as `max_k <u_k, e_i> + b_i` (the model's candidate side: item vectors `e` and an
@@ -27,7 +36,9 @@ chunk score at least as high (one comparison for a single target; with several,
 `tf.searchsorted` against the user's sorted target scores and a per-user histogram).
 Memory is `[batch, K, chunk]` floats at any catalog size, and the counts add up
 exactly across chunks, so the result does not depend on the chunk size. The counts
-give each target's position in the full ranking, from which every metric follows.
+give each target's position in the full ranking, from which every metric follows. The
+softmax normalizer of the perplexity is accumulated over the same chunks (a running
+log-sum-exp of the unmasked scores).
 
 Tie rule (pessimistic): an item that scores exactly as high as a target is ranked
 before it, so `rank(t) = #{i != t, not masked: s_i >= s_t}`. A model that gives every
@@ -63,6 +74,7 @@ MASK_KEEP_TARGETS = "keep_targets"
 MASK_NONE = "none"
 MASK_HISTORY_MODES = (MASK_ALL, MASK_KEEP_TARGETS, MASK_NONE)
 METRICS = ("hr", "ndcg", "mrr", "recall", "precision", "f1")
+PERPLEXITY = "perplexity"  # not at a cut-off: one value per evaluation
 TIE_RULE = "pessimistic"
 # Rows of the item table scored at once: the step holds `[batch, K, chunk]` float32
 # scores, 64 MB at batch 256 and K = 4.
@@ -76,7 +88,8 @@ class EvalResult:
   """Averaged metrics of one evaluation run.
 
   Attributes:
-    metrics: `"hr@10"`, `"ndcg@10"`, ... (one key per metric in `METRICS` and k).
+    metrics: `"hr@10"`, `"ndcg@10"`, ... (one key per metric in `METRICS` and k), and
+      `"perplexity"` when the evaluator computes it.
     num_users: users averaged over (those with at least one target).
     num_targets: distinct targets of those users.
     num_users_without_targets: users skipped because every target was padding.
@@ -174,6 +187,26 @@ def target_ranks(
 ) -> Tuple[tf.Tensor, tf.Tensor]:
   """Position of every target in the user's full ranking (pessimistic ties).
 
+  Arguments and ranks as in `target_scan`, which also returns the target scores and
+  the catalog's log-normalizer.
+  """
+  ranks, valid, _, _ = target_scan(user_vectors, items, targets, masked, item_chunk_size, bias,
+                                   mask_targets, with_normalizer=False)
+  return ranks, valid
+
+
+def target_scan(
+    user_vectors: tf.Tensor,
+    items: tf.Tensor,
+    targets: tf.Tensor,
+    masked: tf.Tensor,
+    item_chunk_size: int,
+    bias: Optional[tf.Tensor] = None,
+    mask_targets: bool = False,
+    with_normalizer: bool = True,
+) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+  """Ranks of the targets and the softmax normalizer, in one scan of the catalog.
+
   Args:
     user_vectors: `[batch, K, dim]` float32.
     items: `[num_items, dim]` float32, the whole rankable catalog.
@@ -187,9 +220,12 @@ def target_ranks(
       otherwise it stays rankable.
 
   Returns:
-    `(ranks, valid)`: `ranks [batch, T]` int64, the number of rankable items placed
-    before each target (`num_items` for targets with a non-finite score), and
-    `valid [batch, T]` bool marking real, de-duplicated targets.
+    `(ranks, valid, target_scores, log_normalizer)`: `ranks [batch, T]` int64, the
+    number of rankable items placed before each target (`num_items` for targets with a
+    non-finite score); `valid [batch, T]` bool marking real, de-duplicated targets;
+    `target_scores [batch, T]` float32; `log_normalizer [batch]` float32,
+    `log sum_i exp(s_i)` over the whole catalog, no item masked (for the perplexity;
+    -inf without `with_normalizer`, which skips its pass over the scores).
   """
   num_items = tf.shape(items, out_type=tf.int64)[0]
   batch = tf.shape(user_vectors)[0]
@@ -218,6 +254,7 @@ def target_ranks(
   flat_vectors = tf.reshape(user_vectors, [-1, dim])
 
   ahead_sorted = tf.zeros([batch, num_targets], tf.int64)
+  log_normalizer = tf.fill([batch], tf.constant(-np.inf, tf.float32))
   for start in tf.range(tf.constant(0, tf.int64), num_items, tf.constant(item_chunk_size, tf.int64)):
     end = tf.minimum(start + item_chunk_size, num_items)
     size = end - start
@@ -225,6 +262,9 @@ def target_ranks(
     scores = tf.reduce_max(tf.reshape(scores, [batch, k_vectors, -1]), axis=1)  # [B, C]
     if bias is not None:
       scores += bias[tf.newaxis, start:end]
+    if with_normalizer:
+      log_normalizer = tf.reduce_logsumexp(
+          tf.stack([log_normalizer, tf.reduce_logsumexp(scores, axis=1)], axis=1), axis=1)
     local = removed - start
     where = tf.where((local >= 0) & (local < size))  # [n, 2]: (user, column of `removed`)
     updates = tf.stack([where[:, 0], tf.gather_nd(local, where)], axis=1)
@@ -237,7 +277,18 @@ def target_ranks(
   other_ahead = (scored[:, None, :] & (target_scores[:, None, :] >= target_scores[:, :, None]) &
                  ~tf.eye(num_targets, dtype=tf.bool)[None])
   ranks = ahead + tf.reduce_sum(tf.cast(other_ahead, tf.int64), axis=2)
-  return tf.where(scored, ranks, num_items), valid
+  return tf.where(scored, ranks, num_items), valid, target_scores, log_normalizer
+
+
+def cross_entropy_sum(target_scores: tf.Tensor, log_normalizer: tf.Tensor,
+                      valid: tf.Tensor) -> tf.Tensor:
+  """Sum over the valid targets of `-log softmax(s)[t] = log_normalizer - s_t` (float64).
+
+  A target with a non-finite score makes the sum non-finite (a diverged model's
+  perplexity is not a number, not a good one).
+  """
+  entropy = tf.cast(log_normalizer[:, tf.newaxis] - target_scores, tf.float64)
+  return tf.reduce_sum(tf.where(valid, entropy, tf.zeros_like(entropy)))
 
 
 def metric_sums(ranks: tf.Tensor, valid: tf.Tensor, ks: Sequence[int]) -> tf.Tensor:
@@ -300,11 +351,13 @@ class Evaluator:
     ks: cut-offs, positive.
     mask_history: one of `MASK_HISTORY_MODES` (module docstring).
     item_chunk_size: catalog rows scored at once (memory `[batch, K, chunk]` floats).
+    perplexity: also report the full-catalog perplexity (one log-sum-exp pass over
+      each scored chunk).
   """
 
   def __init__(self, *, user_vectors_fn: UserVectorsFn, num_items: int, protocol: str,
                ks: Sequence[int] = DEFAULT_KS, mask_history: str = MASK_ALL,
-               item_chunk_size: int = DEFAULT_ITEM_CHUNK_SIZE):
+               item_chunk_size: int = DEFAULT_ITEM_CHUNK_SIZE, perplexity: bool = True):
     if protocol not in schema.SPLIT_PROTOCOLS:
       raise ValueError(f"Unknown protocol {protocol!r}; expected one of {schema.SPLIT_PROTOCOLS} "
                        f"(the 'split' entry of the data set's {schema.STATS_FILE}).")
@@ -322,6 +375,7 @@ class Evaluator:
     self.ks = ks
     self.mask_history = mask_history
     self.item_chunk_size = item_chunk_size
+    self.perplexity = perplexity
     self._step = None
     self._spec = None
 
@@ -340,9 +394,13 @@ class Evaluator:
                        f"{vectors.shape}.")
     vectors = tf.cast(vectors, tf.float32)
     masked = exclude[:, :0] if self.mask_history == MASK_NONE else exclude
-    ranks, valid = target_ranks(vectors, items, targets, masked, self.item_chunk_size, bias,
-                                mask_targets=self.mask_history == MASK_ALL)
-    return metric_sums(ranks, valid, self.ks), tf.reduce_sum(tf.cast(valid, tf.int64), axis=1)
+    ranks, valid, target_scores, log_normalizer = target_scan(
+        vectors, items, targets, masked, self.item_chunk_size, bias,
+        mask_targets=self.mask_history == MASK_ALL, with_normalizer=self.perplexity)
+    entropy = (cross_entropy_sum(target_scores, log_normalizer, valid) if self.perplexity
+               else tf.zeros([], tf.float64))
+    return (metric_sums(ranks, valid, self.ks), tf.reduce_sum(tf.cast(valid, tf.int64), axis=1),
+            entropy)
 
   def _traced_step(self, spec, items, bias):
     # One trace for every batch: history, target and exclusion widths vary by batch.
@@ -389,12 +447,14 @@ class Evaluator:
 
     start_time = time.time()
     sums = np.zeros([len(self.ks), len(METRICS)])
+    entropy = 0.0
     num_users = num_targets = num_empty = 0
     with cli.progress(f"Ranking {self.num_items:,} items", expected_users, "users") as advance:
       for features in dataset:
-        batch_sums, counts = step(features, items, bias)
+        batch_sums, counts, batch_entropy = step(features, items, bias)
         counts = counts.numpy()
         sums += batch_sums.numpy()
+        entropy += float(batch_entropy.numpy())
         num_users += int((counts > 0).sum())
         num_targets += int(counts.sum())
         num_empty += int((counts == 0).sum())
@@ -402,9 +462,12 @@ class Evaluator:
     if num_empty:
       logging.warning("evaluation: %d users had no target and were skipped", num_empty)
     means = sums / max(num_users, 1)
+    metrics = {metric_name(m, k): float(means[i, j]) for i, k in enumerate(self.ks)
+               for j, m in enumerate(METRICS)}
+    if self.perplexity:
+      metrics[PERPLEXITY] = float(np.exp(entropy / num_targets)) if num_targets else float("nan")
     result = EvalResult(
-        metrics={metric_name(m, k): float(means[i, j]) for i, k in enumerate(self.ks)
-                 for j, m in enumerate(METRICS)},
+        metrics=metrics,
         num_users=num_users, num_targets=num_targets, num_users_without_targets=num_empty,
         protocol=self.protocol, ks=self.ks, mask_history=self.mask_history,
         num_items=self.num_items, seconds=time.time() - start_time)
@@ -438,9 +501,12 @@ def model_evaluator(model: base.RetrievalModel, **kwargs) -> Callable[..., EvalR
 
 
 def format_metrics(result: EvalResult) -> str:
-  """One line per k: `@10 hr 0.0512 ndcg 0.0261 ...`."""
-  return "\n".join(f"@{k:<4d}" + " ".join(
-      f"{m} {result.metrics[metric_name(m, k)]:.4f}" for m in METRICS) for k in result.ks)
+  """One line per k: `@10 hr 0.0512 ndcg 0.0261 ...`, then the perplexity if computed."""
+  lines = [f"@{k:<4d}" + " ".join(f"{m} {result.metrics[metric_name(m, k)]:.4f}" for m in METRICS)
+           for k in result.ks]
+  if PERPLEXITY in result.metrics:
+    lines.append(f"{PERPLEXITY} {result.metrics[PERPLEXITY]:.2f}")
+  return "\n".join(lines)
 
 
 def write_metrics(result: EvalResult, path: str,

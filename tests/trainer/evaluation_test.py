@@ -383,3 +383,41 @@ def test_evaluate_rejects_training_batches():
   with pytest.raises(ValueError, match="eval_targets"):
     evaluation.evaluate(user_vectors_fn=ones_user, item_embeddings=LINE_ITEMS, dataset=train_like,
                         num_items=NUM_LINE_ITEMS, protocol=schema.LEAVE_LAST_ONE_OUT)
+
+
+def line_perplexity(targets, exclude, chunk, mask_history="all", bias=None, **kwargs):
+  return evaluation.evaluate(
+      user_vectors_fn=ones_user, item_embeddings=LINE_ITEMS, item_bias=bias,
+      dataset=line_dataset(targets, exclude), num_items=NUM_LINE_ITEMS,
+      protocol=schema.LEAVE_LAST_ONE_OUT, ks=(1,), mask_history=mask_history,
+      item_chunk_size=chunk, **kwargs).metrics
+
+
+def test_perplexity_is_the_exponentiated_full_softmax_cross_entropy_per_target():
+  # Scores 6, 5, ..., 1; log Z = log sum_s e^s. User 1: target 2 (score 4) with item 0
+  # in its history; user 2: targets 5 (score 1) and 0 (score 6) plus padding.
+  # Perplexity = exp(mean over the 3 targets of log Z - s_t): per target, padding and
+  # users skipped, the history NOT masked (the model's whole distribution).
+  log_z = math.log(sum(math.exp(s) for s in range(1, 7)))
+  expected = math.exp(((log_z - 4) + (log_z - 1) + (log_z - 6)) / 3)
+  targets, exclude = [[2, PAD], [5, 0]], [[0, PAD], [PAD, PAD]]
+  for chunk in (1, 4, 1000):  # the normalizer adds up over chunks
+    for mode in ("all", "none"):
+      metrics = line_perplexity(targets, exclude, chunk, mode)
+      assert metrics["perplexity"] == pytest.approx(expected, rel=1e-5)
+  # A bias enters the softmax like the scores: bias 2 on item 5 makes its score 3.
+  biased = line_perplexity([[5]], [[PAD]], 4, bias=np.array([0, 0, 0, 0, 0, 2.0], np.float32))[
+      "perplexity"]
+  log_z = math.log(sum(math.exp(s) for s in (6, 5, 4, 3, 2, 3)))
+  assert biased == pytest.approx(math.exp(log_z - 3), rel=1e-5)
+
+
+def test_a_uniform_model_has_the_catalog_size_as_perplexity_and_it_can_be_switched_off():
+  uniform = evaluation.evaluate(
+      user_vectors_fn=ones_user, item_embeddings=np.ones([NUM_LINE_ITEMS, 1], np.float32),
+      dataset=line_dataset([[3], [1]], [[PAD], [PAD]]), num_items=NUM_LINE_ITEMS,
+      protocol=schema.LEAVE_LAST_ONE_OUT, ks=(1,))
+  assert uniform.metrics["perplexity"] == pytest.approx(NUM_LINE_ITEMS, rel=1e-6)
+  assert "perplexity" in evaluation.format_metrics(uniform)
+  off = line_perplexity([[3]], [[PAD]], 4, perplexity=False)
+  assert "perplexity" not in off and off["hr@1"] == 0.0
