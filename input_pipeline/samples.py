@@ -203,24 +203,63 @@ class Unclicked(FeatureSet):
 
   UNCLICKED holds at most `max_items` impressions with a timestamp strictly before the
   request time (XDM's unclicked sequence, section 4.1), UNCLICKED_LENGTH their count.
+  XDM's filtering rules (section 4.1) are options: `window` keeps only impressions of
+  the last `window` time units before the request (rule 1: three days), and
+  `exposed_more_than=k` keeps only items shown more than k times in it (rule 2: k = 1),
+  each item once, ordered by its latest exposure.
+
+  Attributes:
+    max_items: the most items kept (the paper: 100).
+    window: impressions at or after `request_time - window` only; None: all before it.
+    exposed_more_than: None keeps every impression as logged (an item shown twice
+      appears twice); k keeps the distinct items shown more than k times.
   """
   max_items: int = 100
+  window: Optional[int] = None
+  exposed_more_than: Optional[int] = None
   specs = (FeatureSpec(names.UNCLICKED, tf.int64, padding=ITEM_PADDING),
            FeatureSpec(names.UNCLICKED_LENGTH, tf.int64, ragged=False))
   reads = (schema.IMPRESSIONS, schema.IMPRESSION_TIMESTAMPS)
   uses_request_time = True
 
+  def __post_init__(self):
+    if self.max_items < 1:
+      raise ValueError(f"Unclicked.max_items must be >= 1, got {self.max_items}.")
+    if self.window is not None and self.window < 0:
+      raise ValueError(f"Unclicked.window must be >= 0 (or None), got {self.window}.")
+    if self.exposed_more_than is not None and self.exposed_more_than < 0:
+      raise ValueError(f"Unclicked.exposed_more_than must be >= 0 (or None), got "
+                       f"{self.exposed_more_than}.")
+
   def build(self, timelines, row, end, request_time):
     del end
     impressions = timelines[schema.IMPRESSIONS]
     times = tf.gather(timelines[schema.IMPRESSION_TIMESTAMPS], row)  # [samples, None]
-    # Impression times are sorted per user: those before the request form a prefix.
+    # Impression times are sorted per user: those before the request form a prefix,
+    # those inside the window a suffix of it.
     before = tf.reduce_sum(tf.cast(times < request_time[:, tf.newaxis], tf.int64), axis=1)
-    begin = tf.maximum(before - self.max_items, 0)
+    first = tf.zeros_like(before)
+    if self.window is not None:
+      first = tf.reduce_sum(tf.cast(times < (request_time - self.window)[:, tf.newaxis],
+                                    tf.int64), axis=1)
     offset = tf.gather(impressions.row_splits, row)
-    latest_first = tf.ragged.range(offset + before - 1, offset + begin - 1, -1)
-    return {names.UNCLICKED: tf.gather(impressions.values, latest_first),
-            names.UNCLICKED_LENGTH: before - begin}
+    if self.exposed_more_than is None:
+      begin = tf.maximum(before - self.max_items, first)
+      latest_first = tf.ragged.range(offset + before - 1, offset + begin - 1, -1)
+      return {names.UNCLICKED: tf.gather(impressions.values, latest_first),
+              names.UNCLICKED_LENGTH: before - begin}
+    shown = tf.gather(impressions.values, tf.ragged.range(offset + before - 1,
+                                                          offset + first - 1, -1))
+    # One key per (sample, item): unique keys come in order of first occurrence, so
+    # grouped by sample and, within a sample, by latest exposure.
+    sample = shown.value_rowids()
+    keys, _, counts = tf.unique_with_counts(sample * (1 << 32) + shown.flat_values,
+                                            out_idx=tf.int64)
+    kept = tf.boolean_mask(keys, counts > self.exposed_more_than)
+    unclicked = tf.RaggedTensor.from_value_rowids(
+        kept % (1 << 32), kept // (1 << 32), nrows=tf.size(row, out_type=tf.int64))
+    unclicked = unclicked[:, :self.max_items]
+    return {names.UNCLICKED: unclicked, names.UNCLICKED_LENGTH: unclicked.row_lengths()}
 
 
 # Training samples: which cuts of the train split, and their labels.

@@ -1,0 +1,162 @@
+"""Side-information embeddings: item features by field, and the user profile vector.
+
+SDM (sdm-notes.md, "Embeddings with side information") represents an input item by
+its id embedding concatenated with embeddings of its side features (category, brand,
+shop, ... on Taobao; whatever fields the data set has), and a user by the embeddings of
+the profile features (age, gender, ...). A data set's features are indices into one
+vocabulary per side, grouped into fields by their name ("genre=Comedy" is field
+"genre"; `input_pipeline.data_spec`). Items and users may hold several values of a
+field (a film's genres) or none.
+"""
+
+from typing import Mapping, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from input_pipeline import data_spec
+from input_pipeline import schema
+from models.layers import pooling
+
+
+def _field_of_feature(fields: Mapping[str, Tuple[int, ...]], num_features: int) -> np.ndarray:
+  """`[num_features + 1]` int32: each feature's field number; the padding row gets len(fields)."""
+  field_of = np.full([num_features + 1], len(fields), np.int32)
+  for number, indices in enumerate(fields.values()):
+    field_of[list(indices)] = number
+  return field_of
+
+
+class ItemFieldEmbedding(tf_keras.layers.Layer):
+  """Per item, one vector per side-feature field: the mean embedding of its values.
+
+      v_f(i) = mean_{x in values of field f of item i} E[x]      (zero without a value)
+
+  The item's input vector is then `[E_id(i); v_1(i); ...; v_F(i)]` (the model owns the
+  id table). `values` returns the raw value embeddings with their fields, for SDM's
+  long-term sets, which pool each field's values on their own.
+
+  The feature table is a constant of the layer (`[num_items + 2, width]` int32: the
+  OOV and padding rows have no feature), part of every traced function and export.
+
+  Attributes:
+    num_fields: F, the data set's item-feature fields (0: none).
+    field_names: their names, in the order of the vectors.
+  """
+
+  def __init__(self, item_features: np.ndarray, fields: Mapping[str, Tuple[int, ...]],
+               num_features: int, dim: int, **kwargs):
+    """Args:
+      item_features: `[num_items, width]` feature indices per item, padded with
+        `num_features` (`DataSpec.item_features`).
+      fields: field name -> its feature indices (`DataSpec.item_feature_fields`).
+      num_features: the size of the item-feature vocabulary.
+      dim: the embedding size of every field.
+    """
+    super().__init__(**kwargs)
+    item_features = np.asarray(item_features)
+    if item_features.ndim != 2:
+      raise ValueError(f"item_features must be [num_items, width], got shape {item_features.shape}.")
+    if item_features.size and (item_features.min() < 0 or item_features.max() > num_features):
+      raise ValueError(f"item_features hold indices outside [0, {num_features}] (the padding is "
+                       f"{num_features}): is the table from the same data set?")
+    num_items, width = item_features.shape
+    rows = np.full([schema.embedding_rows(num_items), width], num_features, np.int32)
+    rows[:num_items] = item_features
+    self.dim = dim
+    self.num_features = num_features
+    self.field_names = tuple(fields)
+    self.num_fields = len(fields)
+    self._table = tf.constant(rows)
+    self._field_of = tf.constant(_field_of_feature(fields, num_features))
+
+  def build(self, input_shape=None):
+    # One row per feature plus the padding row (never a real value; masked).
+    self.embeddings = self.add_weight(
+        name="embeddings", shape=[self.num_features + 1, self.dim],
+        initializer=tf_keras.initializers.TruncatedNormal(stddev=self.dim**-0.5))
+    super().build(input_shape)
+
+  def values(self, ids):
+    """The side-feature values of items.
+
+    Args:
+      ids: `[...]` int item ids (OOV and padding rows have no values).
+
+    Returns:
+      `(vectors [..., width, dim], fields [..., width] int32)`: each value's embedding
+      and its field number; padding values have field `num_fields`.
+    """
+    if not self.built:
+      self.build()
+    features = tf.gather(self._table, ids)
+    return (tf.gather(tf.convert_to_tensor(self.embeddings), features),
+            tf.gather(self._field_of, features))
+
+  def call(self, ids):
+    """`[...]` item ids -> `[..., num_fields, dim]` per-field mean embeddings."""
+    vectors, fields = self.values(ids)
+    in_field = tf.one_hot(fields, self.num_fields, on_value=True, off_value=False,
+                          dtype=tf.bool)  # [..., width, F]
+    return pooling.masked_mean(vectors[..., tf.newaxis, :, :],
+                               tf.experimental.numpy.moveaxis(in_field, -1, -2))
+
+
+class UserProfileEmbedding(tf_keras.layers.Layer):
+  """e_u: the user's profile vector, or one learned vector for data without profiles.
+
+      e_u = tanh(W_u [m_1(u); ...; m_G(u)] + b_u),   m_g(u) = mean of u's field-g embeddings
+
+  With no user-feature fields e_u is a single trainable vector shared by all users
+  (SDM's "a constant vector"; a user-id embedding would not exist for users that
+  serving has never seen). A user without any value of a field gets m_g = 0.
+
+  Attributes:
+    num_fields: G, user-feature fields (0: the learned vector).
+  """
+
+  def __init__(self, user_feature_names: Sequence[str], dim: int, **kwargs):
+    super().__init__(**kwargs)
+    self.dim = dim
+    self.num_features = len(user_feature_names)
+    fields = {}
+    for index, name in enumerate(user_feature_names):
+      fields.setdefault(data_spec.feature_field(name), []).append(index)
+    self.num_fields = len(fields)
+    self._field_of = tf.constant(_field_of_feature(fields, self.num_features))
+    self.projection = tf_keras.layers.Dense(dim, activation="tanh", name="projection")
+
+  def build(self, input_shape=None):
+    if self.num_fields:
+      self.embeddings = self.add_weight(
+          name="embeddings", shape=[self.num_features + 1, self.dim],
+          initializer=tf_keras.initializers.TruncatedNormal(stddev=self.dim**-0.5))
+      self.projection.build([None, self.num_fields * self.dim])
+    else:
+      self.constant = self.add_weight(
+          name="constant", shape=[self.dim],
+          initializer=tf_keras.initializers.TruncatedNormal(stddev=self.dim**-0.5))
+    super().build(input_shape)
+
+  def call(self, user_features, batch_size=None):
+    """e_u `[batch, dim]`.
+
+    Args:
+      user_features: `[batch, n]` user-feature indices padded with `num_features`, or
+        None when the data set has no user features.
+      batch_size: the batch size, needed when `user_features` is None.
+    """
+    if not self.num_fields:
+      if batch_size is None:
+        batch_size = tf.shape(user_features)[0]
+      return tf.broadcast_to(self.constant, tf.stack([batch_size, self.dim]))
+    if user_features is None:
+      raise ValueError("This data set has user features: pass the batch's USER_FEATURES "
+                       "(samples.UserFeatures()) to UserProfileEmbedding.")
+    vectors = tf.gather(tf.convert_to_tensor(self.embeddings), user_features)  # [B, n, D]
+    in_field = tf.one_hot(tf.gather(self._field_of, user_features), self.num_fields,
+                          on_value=True, off_value=False, dtype=tf.bool)  # [B, n, G]
+    means = pooling.masked_mean(vectors[:, tf.newaxis, :, :],
+                                tf.transpose(in_field, [0, 2, 1]))  # [B, G, D]
+    return self.projection(tf.reshape(means, [-1, self.num_fields * self.dim]))
