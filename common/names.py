@@ -17,6 +17,8 @@ UNCLICKED_LENGTH = "unclicked_length"  # [batch] int64
 USER_FEATURES = "user_features"  # [batch, n] int64 user feature indices
 LABELS = "labels"  # [batch, steps] int64 training targets, pad_id padded
 LABEL_WEIGHTS = "label_weights"  # [batch, steps] float32 per-label loss weights
+FUTURE = "future"  # [batch, F] int64 the items after a training window's start, newest first
+FUTURE_LENGTH = "future_length"  # [batch] int64 real items in FUTURE
 EVAL_TARGETS = "eval_targets"  # [batch, T] int64 held-out items of an evaluation user
 EVAL_EXCLUDE = "eval_exclude"  # [batch, M] int64 the whole input history (masking)
 

@@ -358,6 +358,11 @@ class AllPositions(TrainingSamples):
                  FeatureSpec(names.LABEL_WEIGHTS, tf.float32))
 
   def select(self, timelines, *, pad_id, max_length):
+    row, _, last_target, labels = self._windows(timelines, pad_id, max_length)
+    return row, last_target, labels
+
+  def _windows(self, timelines, pad_id, max_length):
+    """`(row, begin, last_target, labels)` of every window (see the class docstring)."""
     items = timelines[schema.ITEMS]
     lengths = items.row_lengths()
     first = tf.minimum(tf.maximum(timelines[schema.TARGET_START], 1), lengths)
@@ -371,11 +376,38 @@ class AllPositions(TrainingSamples):
     # target_start are inputs only: their labels are padding.
     is_target = (tf.ragged.range(begin + 1, last_target + 1).flat_values >=
                  tf.repeat(tf.gather(first, row), labels.row_lengths()))
-    return row, last_target, {
+    return row, begin, last_target, {
         names.LABELS: labels.with_flat_values(
             tf.where(is_target, labels.flat_values, tf.constant(pad_id, tf.int64))),
         names.LABEL_WEIGHTS: labels.with_flat_values(tf.cast(is_target, tf.float32)),
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class AllPositionsWithFuture(AllPositions):
+  """`AllPositions` plus each window's future, newest first (DSS's seq2seq labels).
+
+  FUTURE holds `items[begin + 1 : stop]` reversed, `stop = min(n, last_target +
+  future_length)`: a causal encoder run over it gives, at the position of the item
+  that follows window position p (index `FUTURE_LENGTH - 1 - p`), the representation of
+  that position's whole future `x_{stop-1} ... x_{t+1}` (DSS eq 3's reversed future
+  sequence) in one pass. Timeline `[a, b, c, d, e]` with max_length 3 and
+  future_length 2 gives the window `[b, c, d] -> [c, d, e]` with FUTURE `[e, d, c]` (the
+  future of position 0, after `b`, is `[e, d, c]`; of position 2, after `d`, `[e]`),
+  and `[a] -> [b]` with FUTURE `[c, b]`.
+  """
+  future_length: int = 50
+  label_specs = AllPositions.label_specs + (
+      FeatureSpec(names.FUTURE, tf.int64, padding=ITEM_PADDING),
+      FeatureSpec(names.FUTURE_LENGTH, tf.int64, ragged=False))
+
+  def select(self, timelines, *, pad_id, max_length):
+    row, begin, last_target, labels = self._windows(timelines, pad_id, max_length)
+    stop = tf.minimum(tf.gather(timelines[schema.ITEMS].row_lengths(), row),
+                      last_target + self.future_length)
+    future = tf.reverse(window(timelines[schema.ITEMS], row, begin + 1, stop), axis=[1])
+    return row, last_target, {**labels, names.FUTURE: future,
+                              names.FUTURE_LENGTH: stop - begin - 1}
 
 
 # What evaluation adds to a model's features.

@@ -40,8 +40,10 @@ class Head(NamedTuple):
   """One softmax head of the training loss: query vectors scored against the candidates.
 
   Attributes:
-    query: `[batch, dim]` (one vector for all of an example's labels) or
-      `[batch, steps, dim]` (one vector per label).
+    query: `[batch, dim]` (one vector for all of an example's labels),
+      `[batch, steps, dim]` (one vector per label) or `[batch, steps, V, dim]` (V
+      vectors per label, or per example with steps 1: the label scores by its best
+      vector and the softmax normalizes over every (item, vector) pair, DSS eq 6).
     labels: `[batch, steps]` int64 item indices; padding (and OOV) labels are skipped.
     weights: `[batch, steps]` float32 per-label weights of the example's loss (the
       loss of an example is the weighted sum over its labels); None: the mean over the

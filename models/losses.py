@@ -142,7 +142,8 @@ class _Labels(NamedTuple):
   """The real labels of a batch, flattened: what every softmax loss scores.
 
   Attributes:
-    queries: `[R, dim]` distinct query rows (one per example, or one per label).
+    queries: `[R, V, dim]` distinct query rows (one per example, or one per label),
+      each with V vectors (V = 1 but for multi-vector heads).
     query_of: `[N]` the query row of each real label.
     ids: `[N]` label item ids.
     example: `[N]` the example of each real label.
@@ -160,14 +161,21 @@ class _Labels(NamedTuple):
 
 
 def _flatten(query, labels, weights, num_items) -> _Labels:
-  """Keeps the real labels only, so no work is spent on padding steps."""
+  """Keeps the real labels only, so no work is spent on padding steps.
+
+  `query` is `[batch, dim]` (one vector per example), `[batch, steps, dim]` (one per
+  label) or `[batch, steps, V, dim]` (V per label; steps may be 1: V per example).
+  """
   query = tf.convert_to_tensor(query)
   if labels.shape.rank != 2:
     raise ValueError(f"labels must be [batch, steps], got shape {labels.shape}.")
-  if query.shape.rank == 3 and query.shape[1] == 1:
-    query = query[:, 0]  # one query per example, broadcast over its labels
-  if query.shape.rank not in (2, 3):
-    raise ValueError(f"query must be [batch, dim] or [batch, steps, dim], got shape {query.shape}.")
+  if query.shape.rank == 2:
+    query = query[:, tf.newaxis, tf.newaxis, :]
+  elif query.shape.rank == 3:
+    query = query[:, :, tf.newaxis, :]
+  elif query.shape.rank != 4:
+    raise ValueError(f"query must be [batch, dim], [batch, steps, dim] or [batch, steps, "
+                     f"vectors, dim], got shape {query.shape}.")
   real = _real_labels(labels, num_items)
   position = tf.where(real)  # [N, 2]
   example = position[:, 0]
@@ -176,12 +184,21 @@ def _flatten(query, labels, weights, num_items) -> _Labels:
     weight = tf.gather(1.0 / tf.maximum(count, 1.0), example)
   else:
     weight = tf.gather_nd(tf.cast(weights, query.dtype), position)
-  if query.shape.rank == 2:
-    queries, query_of = query, example
+  if query.shape[1] == 1:  # one query per example, broadcast over its labels
+    queries, query_of = query[:, 0], example
   else:
     queries, query_of = tf.gather_nd(query, position), tf.range(tf.shape(position)[0])
   return _Labels(queries, tf.cast(query_of, tf.int64), tf.gather_nd(labels, position), example,
                  weight, position, tf.shape(labels)[0])
+
+
+def _true_scores(flat: _Labels, item_table, bias, dtype):
+  """`[N, V]`: every vector of each label's query against the label item (+ its bias)."""
+  positives = _rows(item_table, flat.ids, dtype)  # [N, D]
+  scores = tf.einsum("nvd,nd->nv", tf.gather(flat.queries, flat.query_of), positives)
+  if bias is not None:
+    scores += _rows(bias, flat.ids, dtype)[:, tf.newaxis]
+  return scores
 
 
 def _per_example(label_losses, flat: _Labels):
@@ -198,9 +215,13 @@ def sampled_softmax_loss(item_table, query, labels, *, num_items, sampled_values
                          weights=None):
   """Sampled softmax with logQ correction and accidental hits removed.
 
+  With V vectors per query (DSS eq 6), the label's logit is its best over the vectors
+  and the normalizer runs over every (item, vector) pair:
+  loss = log sum_{v, j in {label} + negatives} exp(s_vj) - max_v s_v,label.
+
   Args:
     item_table: see `RetrievalLoss.__call__`.
-    query: `[batch, dim]` or `[batch, steps, dim]`.
+    query: `[batch, dim]`, `[batch, steps, dim]` or `[batch, steps, V, dim]`.
     labels: `[batch, steps]` int64.
     num_items: real items.
     sampled_values: `(sampled [J], true_expected [batch * steps, 1], sampled_expected [J])`
@@ -217,53 +238,53 @@ def sampled_softmax_loss(item_table, query, labels, *, num_items, sampled_values
   dtype = flat.queries.dtype
 
   negatives = _rows(item_table, sampled, dtype)  # [J, D]
-  negative_logits = tf.matmul(flat.queries, negatives, transpose_b=True)  # [R, J]
+  negative_logits = tf.einsum("rvd,jd->rvj", flat.queries, negatives)  # [R, V, J]
   negative_logits -= tf.math.log(tf.cast(sampled_expected, dtype))  # logQ correction
-  positives = _rows(item_table, flat.ids, dtype)  # [N, D]
-  true_logits = tf.reduce_sum(tf.gather(flat.queries, flat.query_of) * positives, axis=-1)
+  true_logits = _true_scores(flat, item_table, None, dtype)  # [N, V]
   true_expected = tf.reshape(tf.cast(true_expected, dtype), tf.shape(labels))
-  true_logits -= tf.math.log(tf.gather_nd(true_expected, flat.position))
+  true_logits -= tf.math.log(tf.gather_nd(true_expected, flat.position))[:, tf.newaxis]
   if bias is not None:
     negative_logits += _rows(bias, sampled, dtype)
-    true_logits += _rows(bias, flat.ids, dtype)
+    true_logits += _rows(bias, flat.ids, dtype)[:, tf.newaxis]
 
   hits = tf.equal(flat.ids[:, tf.newaxis], sampled)  # [N, J]
-  label_losses = _sampled_log_normalizer(true_logits, negative_logits, flat.query_of,
-                                         hits) - true_logits
+  label_losses = (_sampled_log_normalizer(true_logits, negative_logits, flat.query_of, hits) -
+                  tf.reduce_max(true_logits, axis=1))
   return _per_example(label_losses, flat)
 
 
 @tf.custom_gradient
 def _sampled_log_normalizer(true_logits, negative_logits, query_of, hits):
-  """log(exp(t) + sum_j [not hit_j] exp(n_j)) per label, with a lean gradient.
+  """log sum_v (exp(t_v) + sum_j [not hit_j] exp(n_vj)) per label, with a lean gradient.
 
-  Equivalent to reduce_logsumexp over the concatenation of the true logit and its
-  query's negatives with the hits set to -inf, without materializing that
-  concatenation and with one pass over the `[N, J]` logits in the gradient.
+  Equivalent to reduce_logsumexp over the true logits and the label's query's negatives
+  with the hits set to -inf, without materializing that concatenation and with one pass
+  over the `[N, V, J]` logits in the gradient.
 
   Args:
-    true_logits: `[N]`.
-    negative_logits: `[R, J]`, row `query_of[n]` belongs to label n.
+    true_logits: `[N, V]`.
+    negative_logits: `[R, V, J]`, row `query_of[n]` belongs to label n.
     query_of: `[N]` int64.
     hits: `[N, J]` bool, negatives to leave out of each label's normalizer.
 
   Returns:
     `[N]` log-normalizers.
   """
-  label_negatives = tf.gather(negative_logits, query_of)  # [N, J]
-  # Any shift >= the largest kept logit is safe; a hit's logit equals the true logit
-  # (same item, same expected count), so including hits in the max changes nothing.
-  shift = tf.maximum(tf.reduce_max(label_negatives, axis=-1), true_logits)  # [N]
-  exp = tf.where(hits, tf.zeros([], label_negatives.dtype),
-                 tf.exp(label_negatives - shift[:, tf.newaxis]))  # [N, J]
-  exp_true = tf.exp(true_logits - shift)
-  total = tf.reduce_sum(exp, axis=-1) + exp_true
+  label_negatives = tf.gather(negative_logits, query_of)  # [N, V, J]
+  # Any shift >= the largest kept logit is safe; a hit's logit equals its vector's true
+  # logit (same item, same expected count), so including hits in the max changes nothing.
+  shift = tf.maximum(tf.reduce_max(label_negatives, axis=[1, 2]),
+                     tf.reduce_max(true_logits, axis=1))  # [N]
+  exp = tf.where(hits[:, tf.newaxis, :], tf.zeros([], label_negatives.dtype),
+                 tf.exp(label_negatives - shift[:, tf.newaxis, tf.newaxis]))  # [N, V, J]
+  exp_true = tf.exp(true_logits - shift[:, tf.newaxis])  # [N, V]
+  total = tf.reduce_sum(exp, axis=[1, 2]) + tf.reduce_sum(exp_true, axis=1)
 
   def grad(upstream):
     scale = upstream / total
-    d_negative = tf.math.unsorted_segment_sum(exp * scale[:, tf.newaxis], query_of,
+    d_negative = tf.math.unsorted_segment_sum(exp * scale[:, tf.newaxis, tf.newaxis], query_of,
                                               tf.shape(negative_logits)[0])
-    return exp_true * scale, d_negative, None, None
+    return exp_true * scale[:, tf.newaxis], d_negative, None, None
 
   return tf.math.log(total) + shift, grad
 
@@ -271,9 +292,12 @@ def _sampled_log_normalizer(true_logits, negative_logits, query_of, hits):
 def full_softmax_loss(item_table, query, labels, *, num_items, bias=None, weights=None):
   """Softmax cross-entropy over the whole catalog `[0, num_items)`.
 
+  With V vectors per query the label's logit is its best over the vectors and the
+  normalizer runs over every (item, vector) pair (DSS eq 6).
+
   Args:
     item_table: see `RetrievalLoss.__call__`.
-    query: `[batch, dim]` or `[batch, steps, dim]`.
+    query: `[batch, dim]`, `[batch, steps, dim]` or `[batch, steps, V, dim]`.
     labels: `[batch, steps]` int64.
     num_items: real items; the OOV and padding rows are not candidates.
     bias: `[>= num_items]` per-item bias, or None.
@@ -286,12 +310,12 @@ def full_softmax_loss(item_table, query, labels, *, num_items, bias=None, weight
   dtype = flat.queries.dtype
   table = _catalog(item_table, num_items, dtype)
   bias = None if bias is None else _catalog(bias, num_items, dtype)
-  true_logits = tf.reduce_sum(tf.gather(flat.queries, flat.query_of) *
-                              tf.gather(table, flat.ids), axis=-1)  # [N]
-  if bias is not None:
-    true_logits += tf.gather(bias, flat.ids)
+  true_logits = tf.reduce_max(_true_scores(flat, table, bias, dtype), axis=1)  # [N]
   # The normalizer is computed once per query row, even when it serves several labels.
-  log_normalizer = _log_normalizer(flat.queries, table, num_items, bias)  # [R]
+  rows, vectors = tf.shape(flat.queries)[0], tf.shape(flat.queries)[1]
+  log_normalizer = _log_normalizer(tf.reshape(flat.queries, [rows * vectors, -1]), table,
+                                   num_items, bias)
+  log_normalizer = tf.reduce_logsumexp(tf.reshape(log_normalizer, [rows, vectors]), axis=1)
   return _per_example(tf.gather(log_normalizer, flat.query_of) - true_logits, flat)
 
 

@@ -181,7 +181,7 @@ class SINE(base.RetrievalModel):
     projected = self.item_norm(self.assignment_projection(items))  # LN1(X W3): [B, n, D]
     assignment_logits = tf.matmul(projected, self.prototype_norm(active_concepts),
                                   transpose_b=True)  # [B, n, K]
-    assignment = tf.nn.softmax(assignment_logits, axis=-1)  # P_{k|t}
+    assignment = attention.softmax(assignment_logits, axis=-1)  # P_{k|t}
 
     # Eq 4: per-intention attention over positions, on items plus position embeddings.
     interest_attention = self.interest_attention(
@@ -199,7 +199,7 @@ class SINE(base.RetrievalModel):
 
     # Eq 7-8: attend over the interests with the predicted intention, temperature tau.
     interest_logits = tf.linalg.matvec(interests, next_intention) / config.temperature  # [B, K]
-    interest_weights = tf.nn.softmax(interest_logits, axis=-1)  # e^u
+    interest_weights = attention.softmax(interest_logits, axis=-1)  # e^u
     user_vector = tf.linalg.matvec(interests, interest_weights, transpose_a=True)  # v^u: [B, D]
 
     return {

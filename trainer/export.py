@@ -114,7 +114,7 @@ def restore_model(model: base.RetrievalModel, checkpoint_path: str) -> None:
   if not tf.io.gfile.exists(checkpoint_path + ".index"):
     raise FileNotFoundError(f"No checkpoint at {checkpoint_path!r} (expected "
                             f"{checkpoint_path}.index). Train first, or pass checkpoint_path.")
-  status = tf.train.Checkpoint(**{CHECKPOINT_MODEL_KEY: model}).restore(checkpoint_path)
+  status = tf.train.Checkpoint(**{CHECKPOINT_MODEL_KEY: model}).read(checkpoint_path)
   try:
     status.expect_partial().assert_existing_objects_matched()
   except AssertionError as e:

@@ -140,9 +140,12 @@ class TrainingRun:
     self._evaluate = evaluation.model_evaluator(
         self.model, protocol=self.data.protocol, ks=config.eval.ks,
         mask_history=config.eval.mask_history)
-    self.checkpoint = tf.train.Checkpoint(
-        **{export.CHECKPOINT_MODEL_KEY: self.model}, optimizer=self.optimizer,
-        step=self.optimizer.iterations)
+    trackables = {export.CHECKPOINT_MODEL_KEY: self.model, "optimizer": self.optimizer,
+                  "step": self.optimizer.iterations}
+    self.checkpoint = tf.train.Checkpoint(**trackables)
+    # The best checkpoint has its own object, written and read without the save counter
+    # that the manager's saves add to `self.checkpoint`, so a read matches exactly.
+    self._best_checkpoint = tf.train.Checkpoint(**trackables)
     checkpoint_dir = os.path.join(config.model_dir, CHECKPOINT_SUBDIR)
     checkpoints.prepare_directory(checkpoint_dir)  # before the manager reads the state
     checkpoints.prepare_directory(self._best_dir(), "best")
@@ -187,7 +190,7 @@ class TrainingRun:
     best = self.best()
     if best is not None and metrics[metric] <= best["value"]:
       return
-    checkpoints.save_best(self.checkpoint, self._best_dir(),
+    checkpoints.save_best(self._best_checkpoint, self._best_dir(),
                           {"metric": metric, "value": float(metrics[metric]), "step": self.step},
                           self.step)
     logging.info("best valid %s so far: %.4f at step %d", metric, metrics[metric], self.step)
@@ -195,7 +198,7 @@ class TrainingRun:
   def restore_best(self) -> str:
     """Loads the best checkpoint's model, optimizer and step; returns its path."""
     path = self.best()["checkpoint"]
-    self.checkpoint.restore(path).assert_existing_objects_matched().expect_partial()
+    self._best_checkpoint.read(path).assert_existing_objects_matched()
     logging.info("restored the best valid checkpoint %s (step %d)", path, self.step)
     return path
 

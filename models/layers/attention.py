@@ -1,4 +1,13 @@
-"""Attention over padded item sequences: masked softmax and self-attentive pooling."""
+"""Attention over padded item sequences: softmaxes, multi-head self-attention, pooling.
+
+Every softmax of the models goes through `softmax` here, written as exp-normalize
+rather than the `Softmax` op: inside the functions of a loaded SavedModel (the export,
+the retrieval artifact) Grappler cannot infer the `Softmax` op's input rank and prints
+a long "Error in PredictCost()" warning for each one (tensorflow#50575), harmless but
+noise on every serving process's stderr. Use `softmax`, `masked_softmax` and
+`MultiHeadSelfAttention` in new models rather than `tf.nn.softmax` or Keras'
+MultiHeadAttention.
+"""
 
 import tensorflow as tf
 import tf_keras
@@ -6,6 +15,13 @@ import tf_keras
 # Added to the logits of masked positions. Finite (unlike -inf) so that a row whose
 # positions are all masked gives uniform weights instead of NaN.
 _MASKED_LOGIT = -1e9
+
+
+def softmax(logits, axis=-1):
+  """`tf.nn.softmax` as exp(x - max) / sum (see the module docstring)."""
+  shifted = logits - tf.stop_gradient(tf.reduce_max(logits, axis=axis, keepdims=True))
+  exp = tf.exp(shifted)
+  return exp / tf.reduce_sum(exp, axis=axis, keepdims=True)
 
 
 def masked_softmax(logits, mask, axis=-1):
@@ -19,7 +35,61 @@ def masked_softmax(logits, mask, axis=-1):
   Returns:
     Weights shaped like `logits`, summing to 1 along `axis`.
   """
-  return tf.nn.softmax(tf.where(mask, logits, tf.cast(_MASKED_LOGIT, logits.dtype)), axis=axis)
+  return softmax(tf.where(mask, logits, tf.cast(_MASKED_LOGIT, logits.dtype)), axis=axis)
+
+
+class MultiHeadSelfAttention(tf_keras.layers.Layer):
+  """Scaled dot-product self-attention with `num_heads` heads (Vaswani et al., 2017).
+
+      head_h = softmax(Q_h K_h^T / sqrt(d_h) + mask) V_h,  Q = X W_Q + b_Q, ... (per head)
+      output = concat_h(head_h) W_O + b_O
+
+  Attributes:
+    num_heads: H; the input dim must be a multiple of it (d_h = dim / H).
+    dropout: dropout on the attention weights (training only).
+  """
+
+  def __init__(self, num_heads: int = 1, dropout: float = 0.0, **kwargs):
+    super().__init__(**kwargs)
+    if num_heads < 1:
+      raise ValueError(f"num_heads must be >= 1, got {num_heads}.")
+    self.num_heads = num_heads
+    self.dropout = tf_keras.layers.Dropout(dropout)
+
+  def build(self, input_shape):
+    dim = int(input_shape[-1])
+    if dim % self.num_heads:
+      raise ValueError(f"dim {dim} must be a multiple of num_heads {self.num_heads}.")
+    self.query = tf_keras.layers.Dense(dim, name="query")  # W_Q, b_Q
+    self.key = tf_keras.layers.Dense(dim, name="key")
+    self.value = tf_keras.layers.Dense(dim, name="value")
+    self.output_dense = tf_keras.layers.Dense(dim, name="output")  # W_O, b_O
+    super().build(input_shape)
+
+  def call(self, inputs, mask, training=False):
+    """Self-attention over `inputs`.
+
+    Args:
+      inputs: `[batch, len, dim]`.
+      mask: `[batch, len, len]` bool, True where query position t may attend key i
+        (or broadcastable to it).
+      training: applies dropout to the attention weights.
+
+    Returns:
+      `[batch, len, dim]`.
+    """
+    batch, length = tf.shape(inputs)[0], tf.shape(inputs)[1]
+    dim = inputs.shape[-1]
+    head_dim = dim // self.num_heads
+
+    def heads(x):  # [B, L, D] -> [B, H, L, d_h]
+      return tf.transpose(tf.reshape(x, [batch, length, self.num_heads, head_dim]), [0, 2, 1, 3])
+
+    query, key, value = heads(self.query(inputs)), heads(self.key(inputs)), heads(self.value(inputs))
+    logits = tf.matmul(query, key, transpose_b=True) * head_dim ** -0.5  # [B, H, L, L]
+    weights = self.dropout(masked_softmax(logits, mask[:, tf.newaxis]), training=training)
+    attended = tf.transpose(tf.matmul(weights, value), [0, 2, 1, 3])  # [B, L, H, d_h]
+    return self.output_dense(tf.reshape(attended, [batch, length, dim]))
 
 
 class SelfAttentivePooling(tf_keras.layers.Layer):

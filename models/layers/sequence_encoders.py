@@ -14,6 +14,7 @@ position `length - 1`).
 import tensorflow as tf
 import tf_keras
 
+from models.layers import attention
 from models.layers import embeddings
 
 # LayerNorm epsilon of the SASRec reference code (1e-8 there; 1e-6 keeps float32 safe).
@@ -36,8 +37,7 @@ class CausalSelfAttentionBlock(tf_keras.layers.Layer):
       raise ValueError(f"dim {dim} must be a multiple of num_heads {num_heads}.")
     self.attention_norm = tf_keras.layers.LayerNormalization(epsilon=_LAYER_NORM_EPSILON,
                                                              name="attention_norm")
-    self.attention = tf_keras.layers.MultiHeadAttention(
-        num_heads, dim // num_heads, dropout=dropout, name="attention")
+    self.attention = attention.MultiHeadSelfAttention(num_heads, dropout, name="attention")
     self.feed_forward_norm = tf_keras.layers.LayerNormalization(epsilon=_LAYER_NORM_EPSILON,
                                                                 name="feed_forward_norm")
     self.hidden = tf_keras.layers.Dense(dim, activation="relu", name="hidden")  # W1, b1
@@ -46,8 +46,7 @@ class CausalSelfAttentionBlock(tf_keras.layers.Layer):
 
   def call(self, inputs, attention_mask, training=False):
     """`[batch, len, dim]` -> `[batch, len, dim]`; `attention_mask` `[batch, len, len]` bool."""
-    normed = self.attention_norm(inputs)
-    attended = self.attention(normed, normed, attention_mask=attention_mask, training=training)
+    attended = self.attention(self.attention_norm(inputs), attention_mask, training=training)
     hidden = inputs + self.dropout(attended, training=training)
     transformed = self.output_projection(self.hidden(self.feed_forward_norm(hidden)))
     return hidden + self.dropout(transformed, training=training)

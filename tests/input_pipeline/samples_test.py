@@ -139,6 +139,20 @@ def test_all_positions_labels_every_target_once():
   assert out[names.LABELS] == [[11, 12, 13], [21]]
 
 
+def test_all_positions_with_future_gives_each_windows_reversed_future():
+  # The docstring's example: [10..14] with max_length 3 and future_length 2.
+  timelines = [([10, 11, 12, 13, 14], [1, 2, 3, 4, 5], 0)]
+  out = _build(samples.AllPositionsWithFuture(future_length=2), timelines, max_length=3)
+  assert out[names.HISTORY] == [[11, 12, 13], [10]]
+  assert out[names.LABELS] == [[12, 13, 14], [11]]
+  assert out[names.FUTURE] == [[14, 13, 12], [12, 11]]
+  assert out[names.FUTURE_LENGTH] == [3, 2]
+  # Position p's future (FUTURE[FUTURE_LENGTH - 1 - p:] reversed back) starts with its label.
+  for labels, future in zip(out[names.LABELS], out[names.FUTURE]):
+    for p, label in enumerate(labels):
+      assert future[len(future) - 1 - p] == label
+
+
 def test_all_positions_keeps_inputs_before_target_start_out_of_the_labels():
   # target_start 3 of [10, 11, 12, 13, 14]: targets are positions 3 and 4 only; the
   # window [10, 11, 12, 13] predicts [11, 12, 13, 14] of which 11 and 12 are padding.

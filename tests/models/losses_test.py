@@ -309,6 +309,42 @@ def test_item_bias_enters_every_logit(tables):
       table, query, labels, num_items=10, sampled_values=values).numpy())
 
 
+def test_multi_vector_queries_follow_dss_eq6(tables):
+  # Two vectors per label. Eq 6: -log(max_v exp(q_v . h_label) / sum_v sum_j exp(q_v . h_j)).
+  table, _ = tables
+  rng = np.random.default_rng(4)
+  query = rng.normal(size=(2, 1, 2, 3)).astype(np.float32)  # [batch, steps, V, D]
+  labels = [[3], [8]]
+  full = losses.full_softmax_loss(table, query, tf.constant(labels, tf.int64), num_items=10)
+  expected = []
+  for b in range(2):
+    logits = query[b, 0] @ table[:10].T  # [V, 10]
+    normalizer = np.log(np.exp(logits).sum())
+    expected.append(normalizer - logits[:, labels[b][0]].max())
+  np.testing.assert_allclose(full.numpy(), expected, rtol=1e-5)
+  # Sampled: the normalizer runs over the label and the negatives of every vector, logQ
+  # subtracted; the label's own logit is its best over the vectors.
+  sampled, true_expected, sampled_expected = [4, 8, 2], [0.5, 0.25], [0.3, 0.2, 0.1]
+  loss = losses.sampled_softmax_loss(
+      table, query, tf.constant(labels, tf.int64), num_items=10,
+      sampled_values=_sampled_values(sampled, true_expected, sampled_expected))
+  expected = []
+  for b in range(2):
+    label = labels[b][0]
+    true = query[b, 0] @ table[label] - np.log(true_expected[b])  # [V]
+    negatives = [query[b, 0] @ table[j] - np.log(e)
+                 for j, e in zip(sampled, sampled_expected) if j != label]  # hit 8 removed
+    everything = np.concatenate([true] + negatives)
+    expected.append(np.log(np.exp(everything).sum()) - true.max())
+  np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-5)
+  # One vector gives the ordinary softmax.
+  single = losses.full_softmax_loss(table, query[:, :, :1], tf.constant(labels, tf.int64),
+                                    num_items=10)
+  np.testing.assert_allclose(
+      single.numpy(), [_np_full_loss(query[b, 0, 0], table, labels[b][0], 10) for b in range(2)],
+      rtol=1e-5)
+
+
 def test_full_softmax_bias_gradient_matches_autodiff(tables):
   table, query = tables
   table_var, query_var = tf.Variable(table), tf.Variable(query)

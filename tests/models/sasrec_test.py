@@ -62,16 +62,16 @@ def _reference(model, history):
   for block in model.encoder.blocks:
     attention = block.attention
     normed = _layer_norm(x, block.attention_norm)
-    q, k, v = (np.einsum("td,dhe->the", normed, dense.kernel.numpy()) + dense.bias.numpy()
-               for dense in (attention._query_dense, attention._key_dense, attention._value_dense))
-    heads = q.shape[1]
+    heads = attention.num_heads
+    q, k, v = ((normed @ dense.kernel.numpy() + dense.bias.numpy()).reshape(len(x), heads, -1)
+               for dense in (attention.query, attention.key, attention.value))
     out = np.zeros_like(q)
     for h in range(heads):
       logits = q[:, h] @ k[:, h].T / np.sqrt(q.shape[2])  # eq. 4: QK^T / sqrt(d)
       weights = _softmax(np.where(allowed, logits, -1e9))  # causality (III-C)
       out[:, h] = weights @ v[:, h]
-    attended = np.einsum("the,hed->td", out, attention._output_dense.kernel.numpy())
-    hidden = x + attended + attention._output_dense.bias.numpy()  # x + SA(LN(x))
+    attended = out.reshape(len(x), -1) @ attention.output_dense.kernel.numpy()
+    hidden = x + attended + attention.output_dense.bias.numpy()  # x + SA(LN(x))
     ffn = np.maximum(_layer_norm(hidden, block.feed_forward_norm) @ block.hidden.kernel.numpy()
                      + block.hidden.bias.numpy(), 0.0)  # eq. 6: ReLU(S W1 + b1)
     x = (hidden + ffn @ block.output_projection.kernel.numpy()

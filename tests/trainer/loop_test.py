@@ -155,6 +155,9 @@ def test_select_best_tests_and_exports_the_best_valid_checkpoint(data_dir, tmp_p
       _config(data_dir, str(tmp_path / "run"), train_steps=30),
       eval=config_lib.EvalConfig(ks=(1, 10), batch_size=32, every_steps=10,
                                  select_best="ndcg@10", max_users=64),
+      # The only regular checkpoint comes at step 30: the best one (step 20) is written
+      # before it, and must still restore and export.
+      checkpoint=config_lib.CheckpointConfig(every_steps=30),
       export=config_lib.ExportConfig(enabled=True))
   scripted = {10: 0.2, 20: 0.9, 30: 0.5}
   evaluate = loop.TrainingRun.evaluate
