@@ -31,7 +31,8 @@ by running its sample builder once): every training prefix for `sine`
 (`AllPrefixes`, 131,413 on amazon_beauty), about one window per user for `sasrec` and
 `gru4rec` (`AllPositions`: each window trains every prefix in it).
 
-Results also go to `--work_dir`/quality.json. Recorded numbers: docs/quality.md.
+Results also go to `--work_dir`/`--results` (quality.json). Recorded numbers:
+docs/quality.md.
 """
 
 import dataclasses
@@ -69,6 +70,8 @@ _MODELS = flags.DEFINE_list("models", [POPREC, POPREC_ALL, "sasrec"],
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds; the mean is reported.")
 _WORK_DIR = flags.DEFINE_string("work_dir", os.path.join(_REPO_ROOT, "runs", "quality"),
                                 "Prepared data, training runs and quality.json go here.")
+_RESULTS = flags.DEFINE_string("results", "quality.json",
+                               "Results file name under --work_dir (one per invocation).")
 _KS = flags.DEFINE_list("ks", ["5", "10", "20", "50"], "Cut-offs.")
 _MASK_HISTORY = flags.DEFINE_enum("mask_history", "all", list(evaluation.MASK_HISTORY_MODES),
                                   "History masking of the ranking (all: S3-Rec and RecBole).")
@@ -272,7 +275,7 @@ def main(argv):
         results[name][model] = mean_metrics(runs[name][model])
       logging.info("%s %s: %s", name, model, {k: round(v, 4) for k, v in results[name][model].items()
                                               if k.startswith(("hr@", "ndcg@"))})
-  path = os.path.join(_WORK_DIR.value, "quality.json")
+  path = os.path.join(_WORK_DIR.value, _RESULTS.value)
   files.write_json(path, {"ks": list(ks), "mask_history": _MASK_HISTORY.value, "seeds": seeds,
                           "epochs": _EPOCHS.value, "select_best": _SELECT_BEST.value,
                           "mean": results, "runs": runs})
