@@ -107,6 +107,9 @@ class HRNNMetaConfig:
     item_feature_dim: embedding size per item feature (32).
     item_feature_hidden_layers: ReLU layers of the w(f), b(f) tower (1).
     inference_mix: lambda of eq 2 at inference for items seen in training (0.5).
+    training_mix: None draws lambda ~ U[0, 1] per training sample (the paper); a
+      number fixes it (0.5: the "vanilla" co-training the paper found useless for cold
+      start, kept for that comparison).
     reward_threshold: None weighs every target 1; otherwise targets whose feedback is
       below it weigh `negative_reward` (section 3.3).
     negative_reward: see `reward_threshold` (0.5).
@@ -134,6 +137,7 @@ class HRNNMetaConfig:
   item_feature_dim: int = 32
   item_feature_hidden_layers: int = 1
   inference_mix: float = 0.5
+  training_mix: Optional[float] = None
   reward_threshold: Optional[float] = None
   negative_reward: float = 0.5
   trend_correction: bool = False
@@ -153,6 +157,8 @@ class HRNNMetaConfig:
         (self.item_feature_hidden_layers >= 0,
          f"item_feature_hidden_layers must be >= 0, got {self.item_feature_hidden_layers}"),
         (0 <= self.inference_mix <= 1, f"inference_mix must be in [0, 1], got {self.inference_mix}"),
+        (self.training_mix is None or 0 <= self.training_mix <= 1,
+         f"training_mix must be None or in [0, 1], got {self.training_mix}"),
         (0 <= self.negative_reward <= 1,
          f"negative_reward must be in [0, 1], got {self.negative_reward}"),
         (self.trend_smoothing > 0, f"trend_smoothing must be > 0, got {self.trend_smoothing}"),
@@ -192,6 +198,7 @@ class HRNNMeta(base.RetrievalModel):
     dim = config.embedding_dim
     rows = data.embedding_rows
     self.item_embedding = embeddings.ItemEmbedding(self.num_items, dim, name="item_embedding")
+    self.item_embedding.build(None)  # the decoder's w_j, even when ids are not an input
     self.item_bias = self.add_weight(name="item_bias", shape=[rows], initializer="zeros")  # b_j
     self.input_dropout = tf_keras.layers.Dropout(config.dropout)
     if self.uses_time:
@@ -290,8 +297,10 @@ class HRNNMeta(base.RetrievalModel):
     outputs = self.encoder(self.step_inputs(features, training),
                            self.item_embedding.padding_mask(history), training=training)
     if self.uses_item_features:
-      if training:  # lambda ~ U[0, 1] per sample, shared by its steps
+      if training and self.config.training_mix is None:  # U[0, 1] per sample, all its steps
         mix = tf.random.uniform([tf.shape(history)[0], 1, 1])
+      elif training:
+        mix = tf.constant(self.config.training_mix)
       else:
         mix = tf.constant(self.config.inference_mix)
       outputs = hybrid_decoder.user_side(outputs, mix)

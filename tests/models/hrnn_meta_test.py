@@ -358,3 +358,18 @@ def test_trains_and_exports_the_time_feedback_and_user_inputs(trained):
              for t in (1130, 1100 + 3 * 86_400)]
   assert vectors[0].shape == (1, 1, 2 * 8 + 2)
   assert np.abs(vectors[0] - vectors[1]).max() > 1e-4  # the delay reaches the served vector
+
+
+def test_fixed_training_lambda_and_a_feature_only_input():
+  # training_mix fixes lambda (the co-training the paper compares against).
+  model = make_model(training_mix=0.25)
+  head = model(features(labels=[[1, 4, 0, 2], [5, 3, PAD, PAD]],
+                        weights=[[1, 1, 1, 1], [1, 1, 0, 0]]), training=True)[names.HEADS]["next_item"]
+  np.testing.assert_allclose(head.query.numpy()[:, :, -1], 0.25)
+  # Without the id input (Table 1's feature-only row) the step input starts with w(f) of
+  # the item, and the decoder still has its w_j.
+  model = make_model(use_item_ids=False)
+  inputs = model.step_inputs(features()).numpy()
+  feature_vectors, _ = reference_tower(model)
+  np.testing.assert_allclose(inputs[0, :4, :3], feature_vectors[[3, 1, 4, 0]], rtol=1e-5, atol=1e-6)
+  assert model.candidates().vectors.shape == (NUM_ITEMS + 2, 2 * 3 + 2)
