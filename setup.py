@@ -23,8 +23,11 @@ setup(
         "pyarrow>=14",
         "absl-py>=2.1",
         "tqdm>=4.66",
+        "starlette>=1.0,<2",
+        "uvicorn>=0.30,<1",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    # PyYAML and jsonschema check the Kubernetes manifests against their schemas.
+    extras_require={"test": ["pytest>=8", "pyyaml>=6", "jsonschema>=4.18"]},
     entry_points={
         "console_scripts": [
             "dcg-prepare=input_pipeline.prepare:run",

@@ -239,7 +239,7 @@ class RetrievalArtifact(tf.Module):
     history = features[names.RAW_HISTORY]
     per_vector = self.k + tf.shape(history)[1] if self.exclude_history else self.k
     per_vector = tf.minimum(per_vector, self.index.num_items)
-    scores, indices = self.index.search(tf.reshape(vectors, [batch * num_vectors, -1]), per_vector)
+    scores, indices = self.index(tf.reshape(vectors, [batch * num_vectors, -1]), k=per_vector)
     scores = tf.reshape(scores, [batch, num_vectors, per_vector])
     indices = tf.reshape(indices, [batch, num_vectors, per_vector])
     if self.exclude_history:

@@ -64,8 +64,8 @@ def test_brute_force_index_matches_numpy():
   items = rng.standard_normal((50, 4)).astype(np.float32)
   queries = rng.standard_normal((3, 4)).astype(np.float32)
   index = index_lib.build_index(items, k=5)  # 50 items: auto -> brute force
-  assert index.kind == index_lib.BRUTE_FORCE
-  scores, indices = index.search(tf.constant(queries), 5)
+  assert index.kind == index_lib.BRUTE_FORCE and index.is_exact()
+  scores, indices = index(tf.constant(queries), k=5)
   exact = queries @ items.T
   np.testing.assert_array_equal(indices.numpy(), np.argsort(-exact, axis=1)[:, :5])
   np.testing.assert_allclose(scores.numpy(), -np.sort(-exact, axis=1)[:, :5], rtol=1e-5)
@@ -81,7 +81,7 @@ def test_scann_index_recall_on_clustered_catalog():
   queries = queries.astype(np.float32)
   index = index_lib.build_index(items, k=10, config=index_lib.IndexConfig(kind=index_lib.SCANN))
   assert index.kind == index_lib.SCANN
-  scores, indices = index.search(tf.constant(queries), 10)
+  scores, indices = index(tf.constant(queries), k=10)
   exact = queries @ items.T
   exact_top = np.argsort(-exact, axis=1)[:, :10]
   recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(indices.numpy(), exact_top)])
@@ -89,6 +89,50 @@ def test_scann_index_recall_on_clustered_catalog():
   # Reordering makes ScaNN's scores exact dot products of the items it returns.
   np.testing.assert_allclose(scores.numpy(), np.take_along_axis(exact, indices.numpy(), axis=1),
                              rtol=1e-4, atol=1e-4)
+
+
+def test_tuning_raises_the_effort_until_recall_reaches_the_target():
+  # i.i.d. Gaussian items, 2 of 32 leaves searched: most of the exact top 10 lies in
+  # other leaves, so the tuner must search more; all 32 leaves with all 1,000 items
+  # reordered is exact, so the target is reachable.
+  rng = np.random.default_rng(4)
+  items = rng.standard_normal((1_000, 8)).astype(np.float32)
+  queries = rng.standard_normal((200, 8)).astype(np.float32)
+  config = index_lib.IndexConfig(kind=index_lib.SCANN, num_leaves=32)
+  index = index_lib.build_index(items, k=10, config=config)
+  start = index.params
+  # 2.5% of 32 leaves is 1; scoring 100 k = 1,000 items of 31.25 per leaf takes all 32.
+  assert start.num_leaves_to_search == 32
+  index.set_effort(2, 100)
+  low = index_lib.recall_per_query(index(tf.constant(queries), k=10)[1].numpy(),
+                                   index_lib.exact_top_k(items, queries, 10)).mean()
+  assert low < 0.8, low  # 2 of 32 leaves: most of the exact top 10 lies elsewhere
+  tuning = index_lib.tune(index, items, queries, k=10, target_recall=0.95,
+                          leaves_to_search=[2, 4, 8, 16, 32], reorders=[100, 1000])
+  chosen = tuning.chosen
+  assert tuning.met_target and chosen.recall_lower_bound >= 0.95 and chosen.qps > 0
+  assert (index.params.num_leaves_to_search, index.params.reorder) == (
+      chosen.num_leaves_to_search, chosen.reorder)
+  assert chosen.num_leaves_to_search > 2
+  # Trials run in order: for each number of leaves, reordering grows until the target
+  # is met; after a success, only fewer reordered candidates are worth trying.
+  tried = [(t.num_leaves_to_search, t.reorder) for t in tuning.trials]
+  assert tried[:2] == [(2, 100), (2, 1000)]
+  for trial in tuning.trials:
+    assert 0 <= trial.recall_lower_bound <= trial.recall <= 1
+
+
+def test_tuning_that_cannot_reach_the_target_keeps_the_best_and_says_so():
+  rng = np.random.default_rng(5)
+  items = rng.standard_normal((1_000, 8)).astype(np.float32)
+  queries = rng.standard_normal((100, 8)).astype(np.float32)
+  index = index_lib.build_index(items, k=10, config=index_lib.IndexConfig(
+      kind=index_lib.SCANN, num_leaves=32))
+  tuning = index_lib.tune(index, items, queries, k=10, target_recall=1.0,
+                          leaves_to_search=[1, 2], reorders=[10])
+  assert not tuning.met_target and len(tuning.trials) == 2
+  best = max(tuning.trials, key=lambda t: t.recall)
+  assert tuning.chosen.recall == best.recall and index.params.reorder == 10
 
 
 def test_k_larger_than_catalog_is_rejected():
