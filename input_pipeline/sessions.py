@@ -4,9 +4,12 @@ SDM (Lv et al., CIKM 2019; ../shared/papers/sdm-notes.md) reads a user's clicks 
 parts, both cut at the same `(row, end)` cuts as every other feature set
 (`input_pipeline.samples`), so training, evaluation and serving see the same thing:
 
-    short-term S_u   the latest session among the events before the cut;
+    short-term S_u   the latest session among the events before the cut
+                     (`ShortTermSession`, the model's `History`: batches are bucketed
+                     by session length);
     long-term  L_u   the events before that session inside a lookback window that ends
-                     at the request time (7 days in the paper), newest `max_items`.
+                     at the request time (7 days in the paper), newest `max_items`
+                     (`LongTermBehaviors`).
 
 Sessions (`SessionRule`). A user's events, in time order, start a new session where
 the time since the previous event exceeds `gap` (the paper's 10 minutes; coarser public
@@ -33,12 +36,11 @@ from typing import Optional
 
 import tensorflow as tf
 
+from common import names
 from input_pipeline import samples
 from input_pipeline import schema
 
 # Feature names (model features, like those of `common.names`; only SDM and XDM read them).
-SESSION = "session"  # [batch, S] int64 the short-term session's items, oldest first
-SESSION_LENGTH = "session_length"  # [batch] int64
 LONG_TERM = "long_term"  # [batch, M] int64 the long-term behaviors' items, oldest first
 LONG_TERM_LENGTH = "long_term_length"  # [batch] int64
 
@@ -98,22 +100,37 @@ class SessionRule:
 
 
 @dataclasses.dataclass(frozen=True)
-class ShortTermSession(samples.FeatureSet):
-  """SESSION: the latest session's items before the cut (oldest first); SESSION_LENGTH.
+class ShortTermSession(samples.History):
+  """The model's history is the latest session before the cut: HISTORY (oldest first),
+  HISTORY_TIMESTAMPS, HISTORY_LENGTH.
+
+  A `samples.History` whose window starts at the session start instead of
+  `max_length` items back, so batches are bucketed (and padded) by session length,
+  and the serving signature's `history_length` counts the session's items.
 
   Attributes:
-    rule: where sessions start.
+    max_length: the longest session (the paper: 50 items).
+    gap: the session gap in time units (the paper: 600 seconds); None: fixed chunks of
+      `max_length` items (data without timestamps).
   """
-  rule: SessionRule = SessionRule()
-  specs = (samples.FeatureSpec(SESSION, tf.int64, padding=samples.ITEM_PADDING),
-           samples.FeatureSpec(SESSION_LENGTH, tf.int64, ragged=False))
-  reads = (schema.ITEMS, schema.TIMESTAMPS)
+  gap: Optional[int] = 600
+
+  @property
+  def rule(self) -> SessionRule:
+    return SessionRule(gap=self.gap, max_length=self.max_length)
+
+  def __post_init__(self):
+    super().__post_init__()
+    _ = self.rule  # SessionRule checks the gap
 
   def build(self, timelines, row, end, request_time):
     del request_time
     begin = self.rule.session_start(timelines, row, end)
-    return {SESSION: samples.window(timelines[schema.ITEMS], row, begin, end),
-            SESSION_LENGTH: end - begin}
+    return {
+        names.HISTORY: samples.window(timelines[schema.ITEMS], row, begin, end),
+        names.HISTORY_TIMESTAMPS: samples.window(timelines[schema.TIMESTAMPS], row, begin, end),
+        names.HISTORY_LENGTH: end - begin,
+    }
 
 
 @dataclasses.dataclass(frozen=True)

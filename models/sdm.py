@@ -16,8 +16,10 @@ DSR(S_{u,t}; e_u), scores h^T q_i. Notation of the notes:
 The layers live in models/layers/ (`interest_encoders`, `fusion`, `pooling`,
 `feature_embeddings`) so that XDM (models/xdm.py) builds on the same ones. The
 feature sets are input_pipeline/sessions.py's: the short-term session is the latest
-session before the cut, the long-term behaviors the events before it inside the
-lookback window; both are documented there.
+session before the cut (it is the model's `History`, so batches are bucketed by
+session length and the LSTM runs over as few padded steps as possible), the
+long-term behaviors the events before it inside the lookback window; both are
+documented there.
 
 Choices where the paper (as summarized) is silent, or which this data needs:
 - Items are scored against their id embedding only, the same table as the input id
@@ -73,8 +75,8 @@ class SDMConfig:
 
   Attributes:
     embedding_dim: L_e, the size of every embedding and of the user vector (128).
-    max_length: the longest session, in items (50); also the `History` the trainer
-      buckets batches by.
+    max_length: the longest session, in items (50). The session is the model's
+      `History` (batches are bucketed by session length).
     session_gap: seconds without a click that end a session (the paper's 10 minutes);
       choose per data set (docs/models.md).
     long_term_window: seconds before the request that the long-term behaviors reach
@@ -151,12 +153,11 @@ class SDM(base.RetrievalModel):
     return sessions.SessionRule(gap=None, max_length=config.untimed_session_length)
 
   def feature_sets(self):
-    """History (for bucketing and the contract), the session, the long-term behaviors and,
-    when the data set has them, the user features."""
+    """The short-term session (the model's `History`), the long-term behaviors and, when
+    the data set has them, the user features."""
     config, rule = self.config, self.session_rule()
     feature_sets = [
-        samples.History(config.max_length),
-        sessions.ShortTermSession(rule),
+        sessions.ShortTermSession(rule.max_length, gap=rule.gap),
         sessions.LongTermBehaviors(rule, window=config.long_term_window if self.timed else None,
                                    max_items=config.max_long_term_length)]
     if self.data.num_user_features:
@@ -178,6 +179,25 @@ class SDM(base.RetrievalModel):
     flat = tf.reshape(fields, tf.concat([tf.shape(ids), [fields.shape[-2] * fields.shape[-1]]], 0))
     return tf.concat([vectors, flat], axis=-1)
 
+  def mean_item_inputs(self, ids):
+    """The mean q_i over each row's real items: `[batch, n]` -> `[batch, input_dim]` (0 for
+    a row without items), and `[batch]` bool whether it has any.
+
+    Each distinct id of the batch is embedded once and the rows average them with one
+    sparse matmul, so no `[batch, n, input_dim]` tensor (or its gradient) is built for
+    XDM's 100 unclicked items per user.
+    """
+    mask = self.item_embedding.padding_mask(ids)
+    unique, index = tf.unique(tf.reshape(ids, [-1]), out_idx=tf.int64)
+    count = tf.reduce_sum(tf.cast(mask, tf.float32), axis=1, keepdims=True)
+    weights = tf.cast(mask, tf.float32) / tf.maximum(count, 1.0)  # [batch, n]
+    shape = tf.shape(ids, out_type=tf.int64)
+    rows = tf.repeat(tf.range(shape[0]), shape[1])
+    average = tf.sparse.reorder(tf.SparseTensor(
+        tf.stack([rows, index], axis=1), tf.reshape(weights, [-1]),
+        tf.stack([shape[0], tf.size(unique, out_type=tf.int64)])))
+    return tf.sparse.sparse_dense_matmul(average, self.item_inputs(unique)), count[:, 0] > 0
+
   def user_vector(self, features):
     """e_u `[batch, dim]`."""
     batch = tf.shape(features[names.HISTORY_LENGTH])[0]
@@ -188,20 +208,18 @@ class SDM(base.RetrievalModel):
     mask = self.item_embedding.padding_mask(long_term)
     sets = [(self.item_embedding(long_term), mask)]
     if self.item_fields is not None:
-      values, fields = self.item_fields.values(long_term)  # [B, M, W, D], [B, M, W]
-      values = tf.reshape(values, [tf.shape(values)[0], -1, values.shape[-1]])
-      fields = tf.reshape(fields, [tf.shape(fields)[0], -1])
-      in_field = tf.one_hot(fields, self.item_fields.num_fields, on_value=True, off_value=False,
-                            dtype=tf.bool)  # [B, M * W, F]
-      sets.append((values, tf.transpose(in_field, [0, 2, 1])))
+      batch = tf.shape(long_term)[0]
+      for values, in_field in self.item_fields.field_values(long_term):  # [B, M, W_f, (D)]
+        sets.append((tf.reshape(values, [batch, -1, values.shape[-1]]),
+                     tf.reshape(in_field, [batch, -1])))
     return sets
 
   def encode(self, features, training=False):
     """Every part of SDM's user vector.
 
     Args:
-      features: a batch with SESSION, LONG_TERM (and USER_FEATURES when the data set
-        has user features).
+      features: a batch with HISTORY (the short-term session), LONG_TERM (and
+        USER_FEATURES when the data set has user features).
       training: applies dropout.
 
     Returns:
@@ -210,7 +228,7 @@ class SDM(base.RetrievalModel):
       gate G and user_vector o, each `[batch, dim]` where it is a vector.
     """
     profile = self.user_vector(features)
-    session = features[sessions.SESSION]
+    session = features[names.HISTORY]
     short_term = self.short_term.encode(self.item_inputs(session),
                                         self.item_embedding.padding_mask(session), profile,
                                         training=training)

@@ -154,7 +154,7 @@ class XDM(sdm.SDM):
 
   def encode_items(self, ids):
     """Eq 3 over a padded item set `[batch, n]`: `(vectors [batch, dim], has_items [batch])`."""
-    return self.item_set_encoder(self.item_inputs(ids), self.item_embedding.padding_mask(ids))
+    return self.item_set_encoder(*self.mean_item_inputs(ids))
 
   def fuse(self, clicked, unclicked):
     """`(z, G or None)`: eq 8, eq 6 or z = h by `config.fusion`."""

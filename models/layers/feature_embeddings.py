@@ -34,11 +34,15 @@ class ItemFieldEmbedding(tf_keras.layers.Layer):
       v_f(i) = mean_{x in values of field f of item i} E[x]      (zero without a value)
 
   The item's input vector is then `[E_id(i); v_1(i); ...; v_F(i)]` (the model owns the
-  id table). `values` returns the raw value embeddings with their fields, for SDM's
+  id table). `field_values` returns each field's raw value embeddings, for SDM's
   long-term sets, which pool each field's values on their own.
 
-  The feature table is a constant of the layer (`[num_items + 2, width]` int32: the
-  OOV and padding rows have no feature), part of every traced function and export.
+  The features are constants of the layer, one `[num_items + 2, width_f]` int32 table
+  per field (the values of field f of each item, padded; the OOV and padding rows
+  have none) with the matching mean weights (1 / count, 0 at padding), part of every
+  traced function and export. `call` embeds each distinct id of the batch once (an
+  unclicked sequence of 100 items repeats many), with one gather per field and no
+  one-hot over fields.
 
   Attributes:
     num_fields: F, the data set's item-feature fields (0: none).
@@ -61,46 +65,58 @@ class ItemFieldEmbedding(tf_keras.layers.Layer):
     if item_features.size and (item_features.min() < 0 or item_features.max() > num_features):
       raise ValueError(f"item_features hold indices outside [0, {num_features}] (the padding is "
                        f"{num_features}): is the table from the same data set?")
-    num_items, width = item_features.shape
-    rows = np.full([schema.embedding_rows(num_items), width], num_features, np.int32)
-    rows[:num_items] = item_features
     self.dim = dim
     self.num_features = num_features
     self.field_names = tuple(fields)
     self.num_fields = len(fields)
-    self._table = tf.constant(rows)
-    self._field_of = tf.constant(_field_of_feature(fields, num_features))
+    field_of = _field_of_feature(fields, num_features)
+    rows = schema.embedding_rows(item_features.shape[0])
+    self._tables, self._weights = [], []
+    for number in range(self.num_fields):
+      in_field = field_of[item_features] == number  # [num_items, width]
+      width = max(int(in_field.sum(axis=1).max(initial=0)), 1)
+      table = np.full([rows, width], num_features, np.int32)
+      weights = np.zeros([rows, width], np.float32)
+      for item in np.flatnonzero(in_field.any(axis=1)):
+        values = item_features[item][in_field[item]]
+        table[item, :len(values)] = values
+        weights[item, :len(values)] = 1.0 / len(values)
+      self._tables.append(tf.constant(table))
+      self._weights.append(tf.constant(weights))
 
   def build(self, input_shape=None):
-    # One row per feature plus the padding row (never a real value; masked).
+    # One row per feature plus the padding row (weight 0 wherever it is gathered).
     self.embeddings = self.add_weight(
         name="embeddings", shape=[self.num_features + 1, self.dim],
         initializer=tf_keras.initializers.TruncatedNormal(stddev=self.dim**-0.5))
     super().build(input_shape)
 
-  def values(self, ids):
-    """The side-feature values of items.
+  def field_values(self, ids):
+    """Each field's side-feature values of items.
 
     Args:
       ids: `[...]` int item ids (OOV and padding rows have no values).
 
     Returns:
-      `(vectors [..., width, dim], fields [..., width] int32)`: each value's embedding
-      and its field number; padding values have field `num_fields`.
+      One `(vectors [..., width_f, dim], mask [..., width_f] bool)` per field.
     """
     if not self.built:
       self.build()
-    features = tf.gather(self._table, ids)
-    return (tf.gather(tf.convert_to_tensor(self.embeddings), features),
-            tf.gather(self._field_of, features))
+    embeddings = tf.convert_to_tensor(self.embeddings)
+    return [(tf.gather(embeddings, tf.gather(table, ids)), tf.gather(weights, ids) > 0)
+            for table, weights in zip(self._tables, self._weights)]
 
   def call(self, ids):
     """`[...]` item ids -> `[..., num_fields, dim]` per-field mean embeddings."""
-    vectors, fields = self.values(ids)
-    in_field = tf.one_hot(fields, self.num_fields, on_value=True, off_value=False,
-                          dtype=tf.bool)  # [..., width, F]
-    return pooling.masked_mean(vectors[..., tf.newaxis, :, :],
-                               tf.experimental.numpy.moveaxis(in_field, -1, -2))
+    if not self.built:
+      self.build()
+    embeddings = tf.convert_to_tensor(self.embeddings)
+    unique, index = tf.unique(tf.reshape(ids, [-1]))
+    means = [tf.einsum("uw,uwd->ud", tf.gather(weights, unique),
+                       tf.gather(embeddings, tf.gather(table, unique)))
+             for table, weights in zip(self._tables, self._weights)]
+    fields = tf.gather(tf.stack(means, axis=1), index)  # [n, F, dim]
+    return tf.reshape(fields, tf.concat([tf.shape(ids), [self.num_fields, self.dim]], axis=0))
 
 
 class UserProfileEmbedding(tf_keras.layers.Layer):

@@ -26,7 +26,6 @@ trainer averages per-example terms over the global batch, as it does the softmax
 import tensorflow as tf
 import tf_keras
 
-from models.layers import pooling
 
 ASYMMETRIC = "asymmetric"
 SYMMETRIC = "symmetric"
@@ -95,16 +94,16 @@ class ItemSetEncoder(tf_keras.layers.Layer):
     super().__init__(**kwargs)
     self.feed_forward = tf_keras.layers.Dense(dim, activation="tanh", name="feed_forward")
 
-  def call(self, items, mask):
-    """Encodes padded item sets.
+  def call(self, mean_items, has_items):
+    """Encodes item sets from their mean item vector.
 
     Args:
-      items: `[batch, n, input_dim]` item input vectors.
-      mask: `[batch, n]` bool, True at real items.
+      mean_items: `[batch, input_dim]` the mean of each set's item vectors (zero for an
+        empty set; `SDM.mean_item_inputs`, or `pooling.masked_mean`).
+      has_items: `[batch]` bool, whether the set has any item.
 
     Returns:
-      `(vectors [batch, dim], has_items [batch] bool)`.
+      `(vectors [batch, dim], has_items [batch] bool)`: f(mean), exactly 0 for an empty set.
     """
-    has_items = tf.reduce_any(mask, axis=-1)
-    vectors = self.feed_forward(pooling.masked_mean(items, mask))
+    vectors = self.feed_forward(mean_items)
     return vectors * tf.cast(has_items, vectors.dtype)[:, tf.newaxis], has_items

@@ -51,19 +51,18 @@ def test_session_start_cuts_at_gaps_and_at_the_length_limit():
 
 
 def test_short_term_is_the_latest_session_before_the_cut():
-  rule = sessions.SessionRule(gap=600, max_length=2)
-  out = _build(sessions.ShortTermSession(rule), [(ITEMS, TIMES)], [0] * 7, [1, 2, 3, 4, 5, 6, 7],
+  out = _build(sessions.ShortTermSession(2, gap=600), [(ITEMS, TIMES)], [0] * 7, [1, 2, 3, 4, 5, 6, 7],
                [100, 1000, 1100, 1150, 5000, 5050, 9999])
-  assert out[sessions.SESSION] == [[10], [10, 11], [12], [12, 13], [14], [15], [15, 16]]
-  assert out[sessions.SESSION_LENGTH] == [1, 2, 1, 2, 1, 1, 2]
+  assert out[names.HISTORY] == [[10], [10, 11], [12], [12, 13], [14], [15], [15, 16]]
+  assert out[names.HISTORY_TIMESTAMPS][6] == [5000, 5050]
+  assert out[names.HISTORY_LENGTH] == [1, 2, 1, 2, 1, 1, 2]
 
 
 def test_a_request_after_a_gap_still_reads_the_latest_session():
   # The request (time 9999) comes 4949 s after the last click: the short-term session
   # is still the last recorded one, [15, 16], not an empty new session.
-  out = _build(sessions.ShortTermSession(sessions.SessionRule(gap=600, max_length=50)),
-               [(ITEMS, TIMES)], [0], [7], [9999])
-  assert out[sessions.SESSION] == [[15, 16]]
+  out = _build(sessions.ShortTermSession(50, gap=600), [(ITEMS, TIMES)], [0], [7], [9999])
+  assert out[names.HISTORY] == [[15, 16]]
 
 
 def test_long_term_is_the_window_before_the_session():
@@ -98,9 +97,9 @@ def test_data_without_timestamps_falls_back_to_fixed_chunks():
   # [0, 1, 2], [3, 4, 5], [6]. Two users in one block check the row offsets.
   rule = sessions.SessionRule(gap=None, max_length=3)
   timelines = [([1, 2, 3, 4, 5, 6, 7], list(range(7))), ([8, 9, 10, 11], list(range(4)))]
-  short = _build(sessions.ShortTermSession(rule), timelines, [0, 0, 0, 1, 1], [3, 4, 7, 3, 4],
-                 [3, 4, 7, 3, 4])
-  assert short[sessions.SESSION] == [[1, 2, 3], [4], [7], [8, 9, 10], [11]]
+  short = _build(sessions.ShortTermSession(3, gap=None), timelines, [0, 0, 0, 1, 1],
+                 [3, 4, 7, 3, 4], [3, 4, 7, 3, 4])
+  assert short[names.HISTORY] == [[1, 2, 3], [4], [7], [8, 9, 10], [11]]
   long_term = _build(sessions.LongTermBehaviors(rule, window=None, max_items=10), timelines,
                      [0, 0, 0, 1, 1], [3, 4, 7, 3, 4], [3, 4, 7, 3, 4])
   assert long_term[sessions.LONG_TERM] == [[], [1, 2, 3], [1, 2, 3, 4, 5, 6], [], [8, 9, 10]]
@@ -108,23 +107,25 @@ def test_data_without_timestamps_falls_back_to_fixed_chunks():
 
 def test_gap_zero_makes_every_new_timestamp_a_session():
   # Equal timestamps (gap 0 is not > 0) stay together: [5, 6] share time 1.
-  rule = sessions.SessionRule(gap=0, max_length=50)
-  out = _build(sessions.ShortTermSession(rule), [([4, 5, 6], [0, 1, 1])], [0], [3], [2])
-  assert out[sessions.SESSION] == [[5, 6]]
+  out = _build(sessions.ShortTermSession(50, gap=0), [([4, 5, 6], [0, 1, 1])], [0], [3], [2])
+  assert out[names.HISTORY] == [[5, 6]]
 
 
-def test_training_batches_carry_sessions_beside_the_history():
+def test_training_batches_read_the_session_as_their_history():
   rule = sessions.SessionRule(gap=600, max_length=50)
   spec = samples.SampleSpec(
-      features=(samples.History(3), sessions.ShortTermSession(rule),
+      features=(sessions.ShortTermSession(50, gap=600),
                 sessions.LongTermBehaviors(rule, window=4000, max_items=5)),
       training=samples.NextK(2))
+  assert spec.max_length == 50 and spec.reads == (schema.ITEMS, schema.TIMESTAMPS)
   features = spec.training_batch(_parse([(ITEMS, TIMES)]), PAD)
   samples.check_specs(features, spec.specs(training=True))
-  # Cut 6 predicts [16, PAD] at request time 5050: history = the last 3 items, session
-  # [15], long-term = events 1 .. 4 after 1050: [13, 14] (the window drops 10, 11, 12).
-  assert features[names.HISTORY].to_list()[5] == [13, 14, 15]
-  assert features[sessions.SESSION].to_list()[5] == [15]
+  # Cut 6 predicts [16, PAD] at request time 5050: the history is the session [15] (so
+  # batches bucket by session length), long-term = events 1 .. 4 after 1050: [13, 14]
+  # (the window drops 10, 11, 12).
+  assert features[names.HISTORY].to_list()[5] == [15]
+  # Sessions [10, 11], [12, 13, 14] (no chunking at 50), [15, 16]: lengths at cuts 1..6.
+  assert features[names.HISTORY_LENGTH].numpy().tolist() == [1, 2, 1, 2, 3, 1]
   assert features[sessions.LONG_TERM].to_list()[5] == [13, 14]
   assert features[names.LABELS].numpy().tolist()[5] == [16, PAD]
   padded = samples.pad(features, spec.paddings(DataSpec.for_catalog(PAD - 1), training=True))
@@ -136,6 +137,8 @@ def test_bad_parameters_are_rejected():
     sessions.SessionRule(max_length=0)
   with pytest.raises(ValueError, match="gap"):
     sessions.SessionRule(gap=-1)
+  with pytest.raises(ValueError, match="gap"):
+    sessions.ShortTermSession(5, gap=-1)
   with pytest.raises(ValueError, match="window"):
     sessions.LongTermBehaviors(window=-5)
   with pytest.raises(ValueError, match="max_items"):

@@ -70,9 +70,8 @@ def _model(seed=0, data=None, **overrides):
 # Two users: u0 with a 3-item session, 2 long-term items and features (age=2, gender=f);
 # u1 with a 1-item session, no long-term behavior and no user features.
 BATCH = {
-    names.HISTORY: tf.constant([[0, 2, 5, 1, 3], [4, PAD, PAD, PAD, PAD]], tf.int64),
-    names.HISTORY_LENGTH: tf.constant([5, 1], tf.int64),
-    sessions.SESSION: tf.constant([[5, 1, 3], [4, PAD, PAD]], tf.int64),
+    names.HISTORY: tf.constant([[5, 1, 3], [4, PAD, PAD]], tf.int64),  # the sessions
+    names.HISTORY_LENGTH: tf.constant([3, 1], tf.int64),
     sessions.LONG_TERM: tf.constant([[0, 2], [PAD, PAD]], tf.int64),
     names.USER_FEATURES: tf.constant([[1, 2], [3, 3]], tf.int64),  # 3 = padding
 }
@@ -196,6 +195,18 @@ def test_item_inputs_concatenate_id_and_field_means():
     np.testing.assert_allclose(got[position], np.concatenate([ids_table[row], np.zeros(8)]))
 
 
+def test_mean_item_inputs_average_each_rows_items():
+  model = _model()
+  # Row 0: items 3, 0, 3 (3 counted twice); row 1: nothing; row 2: item 5.
+  ids = tf.constant([[3, 0, 3], [PAD, PAD, PAD], [5, PAD, PAD]], tf.int64)
+  mean, has_items = model.mean_item_inputs(ids)
+  np.testing.assert_allclose(mean.numpy()[0], np.mean([_np_item_input(model, i) for i in (3, 0, 3)],
+                                                       axis=0), rtol=1e-5, atol=1e-6)
+  assert mean.numpy()[1].tolist() == [0.0] * 12
+  np.testing.assert_allclose(mean.numpy()[2], _np_item_input(model, 5), rtol=1e-5, atol=1e-6)
+  assert has_items.numpy().tolist() == [True, False, True]
+
+
 def test_user_profile_by_field_and_the_learned_vector_without_profiles():
   model = _model()
   got = model.user_profile(BATCH[names.USER_FEATURES]).numpy()
@@ -209,7 +220,7 @@ def test_user_profile_by_field_and_the_learned_vector_without_profiles():
 def test_short_term_encoder_matches_lstm_self_attention_and_user_attention():
   model = _model()
   profile = model.user_profile(BATCH[names.USER_FEATURES])
-  session = BATCH[sessions.SESSION]
+  session = BATCH[names.HISTORY]
   encoded = model.short_term.encode(model.item_inputs(session),
                                     model.item_embedding.padding_mask(session), profile)
   for user, items in enumerate([[5, 1, 3], [4]]):
@@ -253,7 +264,7 @@ def test_sdm_user_vector_matches_numpy_end_to_end():
 def test_padding_does_not_change_the_user_vector():
   model = _model()
   padded = dict(BATCH)
-  for key in (sessions.SESSION, sessions.LONG_TERM):
+  for key in (names.HISTORY, sessions.LONG_TERM):
     padded[key] = tf.concat([BATCH[key], tf.fill([2, 3], tf.constant(PAD, tf.int64))], axis=1)
   np.testing.assert_allclose(model(padded)[names.USER_VECTORS].numpy(),
                              model(BATCH)[names.USER_VECTORS].numpy(), rtol=1e-5, atol=1e-6)
@@ -277,6 +288,7 @@ def test_sample_spec_follows_the_data():
   timed = _model()
   sets = {type(s).__name__: s for s in timed.sample_spec().features}
   assert sets["ShortTermSession"].rule == sessions.SessionRule(gap=600, max_length=4)
+  assert timed.sample_spec().max_length == 4  # batches are bucketed by session length
   assert sets["LongTermBehaviors"].window == 7 * 86_400
   assert "UserFeatures" in sets
   assert timed.sample_spec().training.k == 5

@@ -106,21 +106,20 @@ def test_bad_structures_and_margins_are_rejected():
 
 def test_item_set_encoder_eq3_and_the_empty_set():
   layer = metric_learning.ItemSetEncoder(2)
-  items = tf.constant([[[1.0, 2.0, 0.0], [3.0, 0.0, 1.0], [9.0, 9.0, 9.0]],
-                       [[5.0, 5.0, 5.0], [5.0, 5.0, 5.0], [5.0, 5.0, 5.0]]])
-  mask = tf.constant([[True, True, False], [False, False, False]])
-  layer(items, mask)
+  # User 0's set averages to (2, 1, 0.5); user 1 has no item (its mean is 0).
+  mean = tf.constant([[2.0, 1.0, 0.5], [0.0, 0.0, 0.0]])
+  has_items = tf.constant([True, False])
+  layer(mean, has_items)
   rng = np.random.default_rng(1)
   for w in layer.weights:
     w.assign(rng.normal(size=w.shape).astype(np.float32))
-  vectors, has_items = layer(items, mask)
+  vectors, has = layer(mean, has_items)
   kernel, bias = (w.numpy() for w in layer.weights)
-  # User 0: the mean of its two real items (2, 1, 0.5); the third row is padding.
   np.testing.assert_allclose(vectors.numpy()[0], np.tanh(np.array([2.0, 1.0, 0.5]) @ kernel + bias),
                              rtol=1e-6)
-  # User 1 has no item: n = 0 exactly (not tanh(b)), and no NaN.
-  assert vectors.numpy()[1].tolist() == [0.0, 0.0]
-  assert has_items.numpy().tolist() == [True, False]
+  # No item: n = 0 exactly (not tanh(b)).
+  assert np.tanh(bias).any() and vectors.numpy()[1].tolist() == [0.0, 0.0]
+  assert has.numpy().tolist() == [True, False]
 
 
 def test_confidence_fusion_eq7_8_and_difference_eq6():
@@ -162,9 +161,8 @@ def _model(variant="xdm", seed=0, **overrides):
 
 # u0 was shown 3 and 4 (and 3 again); u1 was shown nothing. Labels: u0 [2, 5], u1 [0].
 BATCH = {
-    names.HISTORY: tf.constant([[0, 1], [4, PAD]], tf.int64),
+    names.HISTORY: tf.constant([[0, 1], [4, PAD]], tf.int64),  # the sessions
     names.HISTORY_LENGTH: tf.constant([2, 1], tf.int64),
-    sessions.SESSION: tf.constant([[0, 1], [4, PAD]], tf.int64),
     sessions.LONG_TERM: tf.constant([[5], [PAD]], tf.int64),
     names.UNCLICKED: tf.constant([[3, 4, 3], [PAD, PAD, PAD]], tf.int64),
     names.UNCLICKED_LENGTH: tf.constant([3, 0], tf.int64),
