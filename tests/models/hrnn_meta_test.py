@@ -19,6 +19,7 @@ from input_pipeline import reward_weights
 from input_pipeline import samples
 from input_pipeline import schema
 from input_pipeline import synthetic
+from input_pipeline.splits import SplitConfig
 from models import all_models  # noqa: F401  (fills the registry)
 from models import hrnn_meta
 from models import losses
@@ -313,10 +314,12 @@ def trained(tmp_path_factory):
   root = tmp_path_factory.mktemp("hrnn_meta")
   data_dir = str(root / "data")
   # Synthetic users have sessions (seconds to minutes apart, days between), feedback,
-  # user features; items have features.
+  # user features; items have features. The temporal split leaves a few items without
+  # training events (cold items).
   prepare.prepare_dataset(prepare.PrepareConfig(
-      output_dir=data_dir, num_shards=2, synthetic=synthetic.SyntheticConfig(
-          num_users=150, num_items=200, num_events=4000, num_categories=8)))
+      output_dir=data_dir, num_shards=2, split=SplitConfig(protocol=schema.TEMPORAL),
+      synthetic=synthetic.SyntheticConfig(num_users=300, num_items=400, num_events=6000,
+                                          num_categories=8)))
   config = config_lib.TrainConfig(
       model_dir=str(root / "run"),
       data=config_lib.DataConfig(data_dir=data_dir, max_length=10, batch_size=32),
@@ -336,7 +339,8 @@ def trained(tmp_path_factory):
 
 def test_trains_and_exports_the_time_feedback_and_user_inputs(trained):
   data_dir, result, report = trained
-  assert result["step"] == 40 and 0.0 < result["metrics"]["hr@50"] <= 1.0
+  assert result["step"] == 40 and result["num_users"] > 0
+  assert 0.0 <= result["metrics"]["hr@50"] <= 1.0 and result["metrics"]["perplexity"] > 1.0
   with open(os.path.join(result["export_dir"], names.EXPORT_META_FILE)) as f:
     meta = json.load(f)
   assert meta["signatures"]["serving_default"]["inputs"] == [
@@ -350,6 +354,13 @@ def test_trains_and_exports_the_time_feedback_and_user_inputs(trained):
   data = data_spec_lib.read(data_dir)
   np.testing.assert_allclose(items["item_bias"].numpy(), np.log(
       (data.item_counts + 1) / (data.item_counts.sum() + data.num_items)), rtol=1e-5)
+  # Cold items are indexed from their features: [w(f), w(f), b(f), b(f)]; warm ones are not.
+  embeddings = items["embeddings"].numpy()
+  cold = data.item_counts == 0
+  assert cold.any() and embeddings.shape[1] == 2 * 8 + 2
+  np.testing.assert_array_equal(embeddings[cold, :8], embeddings[cold, 8:16])
+  np.testing.assert_array_equal(embeddings[cold, 16], embeddings[cold, 17])
+  assert np.abs(embeddings[~cold, :8] - embeddings[~cold, 8:16]).max() > 1e-3
   request = dict(history=tf.constant([list(data.item_ids[:3])]),
                  history_timestamps=tf.constant([[1000, 1060, 1100]], tf.int64),
                  history_feedback=tf.constant([[0.9, 0.2, 0.8]]),
