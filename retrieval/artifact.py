@@ -2,13 +2,14 @@
 
 `load_export` finds and checks the trainer's SavedModel; `RetrievalArtifact` chains
 its user model with an index (`retrieval/index.py`) into one serving function;
-`save_artifact` writes it as a SavedModel beside its metadata, atomically.
+`save_artifact` writes it as the next numbered version of a model base path
+(`retrieval/versions.py`) with its manifest, atomically.
 """
 
 import json
 import math
 import os
-from typing import Dict, NamedTuple, Optional
+from typing import Dict, NamedTuple, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -16,6 +17,7 @@ import tensorflow as tf
 from common import files
 from common import names
 from retrieval import index as index_lib
+from retrieval import versions
 
 SERVING_SIGNATURE = names.SERVING_SIGNATURE
 ITEM_EMBEDDINGS_SIGNATURE = names.CANDIDATES_SIGNATURE
@@ -26,13 +28,6 @@ EXPORT_OUTPUTS = (names.USER_VECTORS, names.HISTORY_LENGTH, names.UNKNOWN_ITEMS)
 CANDIDATE_OUTPUTS = (names.ITEM_IDS, names.EMBEDDINGS, names.ITEM_BIAS, names.ITEM_COUNTS)
 
 _SAVED_MODEL_FILE = "saved_model.pb"
-
-# What the index job may replace at OUTPUT_DIR/artifact (common/files.py): a SavedModel
-# directory holding our retrieval_meta.json and nothing else.
-ARTIFACT_OWNERSHIP = files.Ownership(
-    what="retrieval artifact", marker=ARTIFACT_META_FILE,
-    entries=frozenset({_SAVED_MODEL_FILE, "fingerprint.pb", "variables", "assets",
-                       "assets.extra"}))
 
 
 def resolve_export_dir(export_dir: str) -> str:
@@ -182,7 +177,8 @@ class RetrievalArtifact(tf.Module):
 
   `serving_fn()` is the concrete serving function; its inputs are the export's
   serving inputs (whatever the model declared), its outputs `item_ids` string
-  `[batch, k]`, `scores` float32 `[batch, k]` and `popular_fallback` bool `[batch]`.
+  `[batch, k]`, `scores` float32 `[batch, k]`, `popular_fallback` bool `[batch]` and
+  `unknown_items` int64 `[batch]` (request ids not in the vocabulary, ignored).
 
   An item's score is the model's: its best over the user's vectors of
   `<vector, embedding> + bias`. With `exclude_history`, items of the user's `history`
@@ -254,23 +250,39 @@ class RetrievalArtifact(tf.Module):
         names.ITEM_IDS: tf.where(fallback[:, tf.newaxis], self.popular_ids[tf.newaxis], ids),
         names.SCORES: tf.where(fallback[:, tf.newaxis], self.popular_scores[tf.newaxis], scores),
         names.POPULAR_FALLBACK: fallback,
+        names.UNKNOWN_ITEMS: user[names.UNKNOWN_ITEMS],
     }
 
 
-def save_artifact(artifact: RetrievalArtifact, path: str, meta: Optional[Dict] = None) -> None:
-  """Writes the artifact SavedModel to `path`, replacing an older artifact atomically.
+def directory_bytes(path: str) -> int:
+  """Total size of the files under `path`."""
+  return sum(tf.io.gfile.stat(os.path.join(root, name)).length
+             for root, _, names_ in tf.io.gfile.walk(path) for name in names_)
 
-  The SavedModel is written to a temporary sibling directory and renamed, so a crash
-  never leaves a half-written artifact at `path`; an existing `path` is replaced only
-  when it is an artifact written by this job (`ARTIFACT_OWNERSHIP`) or empty.
+
+def save_artifact(artifact: RetrievalArtifact, base: str, manifest: Dict) -> Tuple[str, Dict]:
+  """Writes the artifact as the next version under the base path `base` (retrieval/versions.py).
+
+  The SavedModel is written to a temporary sibling directory and renamed to its number,
+  so a crash never leaves a half-written version; older versions are left as they are.
+
+  Args:
+    artifact: what to save.
+    base: the model base path (`OUTPUT_DIR/artifact`); checked with `versions.check_base`.
+    manifest: entries for `assets.extra/retrieval_meta.json`; `version` and
+      `artifact_bytes` (the SavedModel's size) are added.
+
+  Returns:
+    The version's path and the manifest as written.
   """
-  with files.replace_directory(path, ARTIFACT_OWNERSHIP, overwrite=True,
-                               flag="--output_dir's artifact/") as tmp:
+  versions.check_base(base)
+  version = versions.next_version(base)
+  path = versions.version_path(base, version)
+  with files.replace_directory(path, flag="--output_dir's artifact version") as tmp:
     tf.saved_model.save(
         artifact, tmp, signatures={SERVING_SIGNATURE: artifact.serving_fn()},
         # ScaNN's ops live in the "Scann" namespace, which SavedModel refuses by default.
         options=tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]))
-    files.write_json(os.path.join(tmp, ARTIFACT_META_FILE),
-                     {"k": artifact.k, "exclude_history": artifact.exclude_history,
-                      "index": artifact.index.config(), "item_bias": artifact.augmented,
-                      **(meta or {})})
+    manifest = {**manifest, "version": version, "artifact_bytes": directory_bytes(tmp)}
+    files.write_json(os.path.join(tmp, ARTIFACT_META_FILE), manifest)
+  return path, manifest

@@ -58,6 +58,8 @@ _MAX_REORDER_DOUBLINGS = 5
 _MAX_TRAINING_SAMPLE = 100_000
 # Leaves smaller than this make k-means unstable and searches return too few items.
 _MIN_ITEMS_PER_LEAF = 20
+# ScaNN's asymmetric hashing (LUT16) trains 16 centres per block.
+_MIN_SCANN_ITEMS = 16
 # Cap on queries x items scored at once by exact search (floats; 128 MB).
 _EXACT_SCORES_PER_BATCH = 1 << 25
 
@@ -165,6 +167,13 @@ class BruteForceIndex(factorized_top_k.BruteForce):
   def config(self) -> dict:
     return {"kind": self.kind}
 
+  def get_config(self) -> dict:  # Keras records it when saving
+    return self.config()
+
+  def size_bytes(self) -> int:
+    """Bytes of the indexed vectors and their row indices."""
+    return self.num_items * (self.dim + 1) * 4
+
 
 class ScannIndex(factorized_top_k.TopK):
   """ScaNN tree + asymmetric hashing + exact reordering, as TF ops (saveable).
@@ -199,6 +208,10 @@ class ScannIndex(factorized_top_k.TopK):
       raise ValueError("ScannIndex returns row indices; map them to identifiers after the "
                        "search (the artifact gathers raw item ids).")
     self.num_items, self.dim = (int(d) for d in candidates.shape)
+    if self.num_items < _MIN_SCANN_ITEMS:
+      raise ValueError(f"ScaNN's asymmetric hashing trains {_MIN_SCANN_ITEMS} centres per block "
+                       f"and needs at least that many items; the catalog has {self.num_items}. "
+                       f"Use the brute-force index (--index=brute_force or auto).")
     params = self.params
     builder = scann_ops.builder(candidates, self._k, "dot_product").tree(
         num_leaves=params.num_leaves,
@@ -225,6 +238,9 @@ class ScannIndex(factorized_top_k.TopK):
 
   def config(self) -> dict:
     return {"kind": self.kind, **dataclasses.asdict(self.params)}
+
+  def get_config(self) -> dict:  # Keras records it when saving
+    return self.config()
 
   def size_bytes(self) -> int:
     """Bytes of the index's tensors (tree, codes, float vectors for reordering)."""

@@ -2,9 +2,10 @@ r"""Builds the top-k retrieval artifact of an exported model.
 
     python -m retrieval.index_main --export_dir=MODEL_DIR/export --output_dir=OUT [--k=100]
 
-Writes OUT/artifact/ (SavedModel: user history -> top-k raw item ids and scores) and
-OUT/index_report.json (index configuration, recall@k against brute force,
-queries/second). See docs/retrieval.md.
+Writes the next version OUT/artifact/N/ (SavedModel: raw request -> top-k raw item ids
+and scores, with its manifest) and OUT/index_report.json (the same manifest: model,
+checkpoint step, data set, index configuration and tuning, recall@k against brute
+force, queries/second, build time, sizes). See docs/retrieval.md.
 """
 
 from absl import app
@@ -26,15 +27,18 @@ _BRUTE_FORCE_MAX_ITEMS = flags.DEFINE_integer(
     "Largest catalog that --index=auto serves by brute force.")
 _NUM_LEAVES = flags.DEFINE_integer("num_leaves", None, "ScaNN tree leaves (default: ~sqrt(items)).")
 _NUM_LEAVES_TO_SEARCH = flags.DEFINE_integer(
-    "num_leaves_to_search", None,
-    "ScaNN leaves searched per query (default: 2.5% of them, at least enough to score "
-    "100*k items).")
+    "num_leaves_to_search", None, "ScaNN leaves searched per query (default: tuned).")
 _REORDER = flags.DEFINE_integer(
-    "reorder", None, "ScaNN candidates rescored exactly per query (default: max(4k, 100)).")
+    "reorder", None, "ScaNN candidates rescored exactly per query (default: tuned).")
+_TARGET_RECALL = flags.DEFINE_float(
+    "target_recall", index_lib.DEFAULT_TARGET_RECALL,
+    "ScaNN's search effort is tuned to reach this recall@k against exact search.")
+_NUM_TUNING_QUERIES = flags.DEFINE_integer(
+    "num_tuning_queries", 500, "Users the ScaNN effort is tuned on (0: no tuning).")
 _EXCLUDE_HISTORY = flags.DEFINE_bool(
     "exclude_history", True, "Never return the items of the history a user is queried with.")
 _NUM_EVAL_QUERIES = flags.DEFINE_integer(
-    "num_eval_queries", 1000, "Sample users for the recall and QPS report (0 skips it).")
+    "num_eval_queries", 1000, "Held-out users for the recall and QPS report (0 skips it).")
 _EVAL_BATCH_SIZE = flags.DEFINE_integer("eval_batch_size", 256, "Users per call when timing.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the sample users.")
 
@@ -50,8 +54,10 @@ def config_from_flags() -> job.JobConfig:
           num_leaves=_NUM_LEAVES.value,
           num_leaves_to_search=_NUM_LEAVES_TO_SEARCH.value,
           reorder=_REORDER.value,
+          target_recall=_TARGET_RECALL.value,
       ),
       exclude_history=_EXCLUDE_HISTORY.value,
+      num_tuning_queries=_NUM_TUNING_QUERIES.value,
       num_eval_queries=_NUM_EVAL_QUERIES.value,
       eval_batch_size=_EVAL_BATCH_SIZE.value,
       seed=_SEED.value,
@@ -62,7 +68,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   report = job.run_index_job(config_from_flags())
-  print(f"artifact: {report['artifact_path']}")
+  print(f"artifact: {report['artifact_path']} (version {report['version']})")
   if "eval" in report:
     ev = report["eval"]
     print(f"recall@{report['k']} vs brute force: {ev['recall_at_k']:.4f} "

@@ -117,15 +117,15 @@ def to_inputs(requests: Sequence[UserRequest], input_specs: Mapping[str, tf.Tens
   return inputs
 
 
-def test_users(data_dir: str, count: int, first: int = 0) -> List[UserRequest]:
-  """Test users `first .. first + count - 1` (file order) of a prepared data set.
+def test_users(data_dir: str, count: int, first: int = 0, split: str = "test") -> List[UserRequest]:
+  """Users `first .. first + count - 1` (file order) of a prepared data set's `split`.
 
   Each request holds the model input `items[:target_start]` with its side sequences,
   the impressions and user features, the request time (the first target's time),
   and `targets = items[target_start:]`, all in raw ids. Fewer than `count` when the
   split ends first.
   """
-  files = schema.split_files(data_dir, "test")
+  files = schema.split_files(data_dir, split)
   raw_ids = schema.read_vocab(data_dir)
   user_feature_names = data_spec.read_feature_vocab(data_dir, schema.USER_FEATURE_VOCAB_FILE)
   batches = list(tf.data.TFRecordDataset(files).skip(first).take(count).batch(max(count, 1)))

@@ -32,6 +32,7 @@ from common import cli  # before TensorFlow is imported: quiets its C++ start-up
 from common import names
 from retrieval import artifact as artifact_lib
 from retrieval import requests
+from retrieval import versions
 import tensorflow as tf  # pylint: disable=g-bad-import-order
 
 # Importing the ScaNN ops registers the kernels that artifacts with a ScaNN index need.
@@ -42,7 +43,7 @@ class Searcher:
   """A loaded artifact: `query` users, get top-k raw item ids and scores."""
 
   def __init__(self, artifact_dir: str):
-    self.path = _resolve(artifact_dir)
+    self.path = versions.resolve(artifact_dir)
     self._loaded = artifact_lib.load_saved_model(
         self.path, "Build the artifact again with `python -m retrieval.index_main`.")
     self._serve = self._loaded.signatures[artifact_lib.SERVING_SIGNATURE]
@@ -73,17 +74,6 @@ class Searcher:
       raise ValueError(f"{len(histories)} histories but {len(timestamps)} timestamp lists.")
     return self.query([requests.UserRequest.from_history(h, t)
                        for h, t in zip(histories, timestamps)])
-
-
-def _resolve(artifact_dir: str) -> str:
-  """Accepts OUT/artifact or the index job's OUT."""
-  for path in (artifact_dir, os.path.join(artifact_dir, "artifact")):
-    if os.path.exists(os.path.join(path, "saved_model.pb")):
-      return path
-  raise FileNotFoundError(
-      f"No retrieval artifact at {artifact_dir!r} (expected saved_model.pb there or in "
-      f"artifact/). Build one with `python -m retrieval.index_main --export_dir=... "
-      f"--output_dir={artifact_dir}`.")
 
 
 def load_artifact(artifact_dir: str) -> Searcher:

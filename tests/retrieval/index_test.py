@@ -135,6 +135,12 @@ def test_tuning_that_cannot_reach_the_target_keeps_the_best_and_says_so():
   assert tuning.chosen.recall == best.recall and index.params.reorder == 10
 
 
-def test_k_larger_than_catalog_is_rejected():
+def test_k_larger_than_catalog_and_tiny_scann_catalogs_are_rejected():
   with pytest.raises(ValueError, match="k=10 must be between 1 and the catalog size 3"):
     index_lib.BruteForceIndex(np.ones((3, 2), np.float32), k=10)
+  # ScaNN itself would fail with "Number of clusters per block (16) is greater than
+  # asymmetric hashing training data size (6)".
+  with pytest.raises(ValueError, match="at least that many items; the catalog has 6. Use the "
+                                       "brute-force index"):
+    index_lib.build_index(np.ones((6, 2), np.float32), k=2,
+                          config=index_lib.IndexConfig(kind=index_lib.SCANN))

@@ -38,11 +38,13 @@ def _exact_top_k(histories, item_ids, embeddings, k, exclude_history=True, bias=
   return item_ids[top], np.take_along_axis(scores, top, axis=1)
 
 
-def _serve(artifact_path, histories, fallback=None):
+def _serve(artifact_path, histories, fallback=None, unknown=None):
   out = tf.saved_model.load(artifact_path).signatures["serving_default"](
       history=tf.constant(histories), history_timestamps=tf.zeros([len(histories), 3], tf.int64))
   if fallback is not None:
     assert out["popular_fallback"].numpy().tolist() == fallback
+  if unknown is not None:
+    assert out["unknown_items"].numpy().tolist() == unknown
   return out["item_ids"].numpy().astype(str), out["scores"].numpy()
 
 
@@ -69,23 +71,40 @@ def test_brute_force_artifact_equals_numpy(tmp_path, exclude_history):
   np.testing.assert_allclose(scores, want_scores, rtol=1e-5)
 
 
-def test_replaces_its_own_artifact_but_never_a_foreign_folder(tmp_path):
+def test_each_run_adds_a_version_and_never_touches_foreign_files(tmp_path):
   item_ids, embeddings = _catalog(20, 3, seed=2)
   toy_export.write_toy_export(str(tmp_path / "export"), item_ids, embeddings)
   config = job.JobConfig(export_dir=str(tmp_path / "export"), output_dir=str(tmp_path / "out"),
                          k=3, num_eval_queries=0)
   first = job.run_index_job(config)
-  stamp = os.path.getmtime(os.path.join(first["artifact_path"], "saved_model.pb"))
-  second = job.run_index_job(config)  # our own artifact: replaced
-  assert os.path.getmtime(os.path.join(second["artifact_path"], "saved_model.pb")) >= stamp
+  second = job.run_index_job(config)
+  base = tmp_path / "out" / "artifact"
+  assert (first["version"], second["version"]) == (1, 2)
+  assert (first["artifact_path"], second["artifact_path"]) == (str(base / "1"), str(base / "2"))
   assert sorted(os.listdir(tmp_path / "out")) == ["artifact", "index_report.json"]
+  assert sorted(os.listdir(base)) == ["1", "2"]  # version 1 kept, for rollback
+  with open(base / "2" / "assets.extra" / "retrieval_meta.json") as f:
+    manifest = json.load(f)
+  with open(tmp_path / "out" / "index_report.json") as f:
+    assert json.load(f) == {**manifest, "artifact_path": second["artifact_path"]}
+  # The manifest says what the artifact is without loading it.
+  assert manifest["model"] == "toy" and manifest["inputs"] == ["history", "history_timestamps"]
+  assert manifest["index"] == {"kind": "brute_force"} and manifest["tuning"] is None
+  assert manifest["artifact_bytes"] > manifest["index_bytes"] == 20 * (3 + 1) * 4
+  assert manifest["peak_memory_bytes"] > 0 and manifest["build_seconds"] >= 0
 
   foreign = tmp_path / "mine" / "artifact"
   foreign.mkdir(parents=True)
   (foreign / "model.bin").write_bytes(b"not ours")
-  with pytest.raises(ValueError, match="not a retrieval artifact written by this project"):
+  with pytest.raises(ValueError, match=r"not artifact versions written by this project \(model.bin\)"):
     job.run_index_job(dataclasses.replace(config, output_dir=str(tmp_path / "mine")))
   assert os.listdir(foreign) == ["model.bin"] and (foreign / "model.bin").read_bytes() == b"not ours"
+  # An artifact of the earlier, unversioned layout is kept; the message says how to move it.
+  (foreign / "model.bin").unlink()
+  (foreign / "saved_model.pb").write_bytes(b"old")
+  with pytest.raises(ValueError, match=r"unversioned artifact .* mv .*/artifact.old .*/artifact/1"):
+    job.run_index_job(dataclasses.replace(config, output_dir=str(tmp_path / "mine")))
+  assert os.listdir(foreign) == ["saved_model.pb"]
 
 
 @pytest.mark.parametrize("kind", ["brute_force", "scann"])
@@ -120,8 +139,10 @@ def test_no_known_history_gets_the_popular_items(tmp_path):
   report = job.run_index_job(job.JobConfig(
       export_dir=str(tmp_path / "export"), output_dir=str(tmp_path / "out"), k=3,
       num_eval_queries=0))
+  # Unknown ids are ignored and counted: "nope" once, "gone" and "nope" beside item1.
   ids, scores = _serve(report["artifact_path"], [["", "", ""], ["nope", "", ""],
-                                                 ["item1", "", ""]], fallback=[True, True, False])
+                                                 ["item1", "gone", "nope"]],
+                       fallback=[True, True, False], unknown=[0, 1, 2])
   assert ids[:2].tolist() == [["item7", "item2", "item5"]] * 2
   assert scores[:2].tolist() == [[10, 9, 8]] * 2
 
@@ -167,9 +188,10 @@ def test_scann_artifact_in_a_fresh_process(tmp_path):
   np.testing.assert_allclose([float(line[2]) for line in lines], want_scores[0], rtol=1e-4)
 
 
-def test_job_reports_scann_recall_and_searcher_queries(tmp_path):
-  # 3,000 clustered items through the default ScaNN sizing: 55 leaves of 54.5 items;
-  # scoring 100 k = 2,000 items takes ceil(2000 / 54.5) = 37 of them.
+def test_job_tunes_scann_and_reports_recall_on_held_out_users(tmp_path):
+  # 3,000 clustered items: 55 leaves of 54.5 items. The tuning starts where scoring
+  # 100 k = 2,000 items takes ceil(2000 / 54.5) = 37 leaves, with max(4 k, 100) = 100
+  # candidates reordered, and raises the effort until recall reaches 0.98.
   rng = np.random.default_rng(3)
   centres = rng.standard_normal((30, 8))
   embeddings = (centres[rng.integers(30, size=3000)] + 0.3 * rng.standard_normal((3000, 8)))
@@ -177,9 +199,19 @@ def test_job_reports_scann_recall_and_searcher_queries(tmp_path):
   toy_export.write_toy_export(str(tmp_path / "export"), item_ids, embeddings.astype(np.float32))
   report = job.run_index_job(job.JobConfig(
       export_dir=str(tmp_path / "export"), output_dir=str(tmp_path / "out"), k=20,
-      index=index_lib.IndexConfig(kind="scann"), num_eval_queries=100))
-  assert (report["index"]["num_leaves"], report["index"]["num_leaves_to_search"]) == (55, 37)
-  assert report["eval"]["recall_at_k"] >= 0.9
+      index=index_lib.IndexConfig(kind="scann", target_recall=0.98), num_tuning_queries=200,
+      num_eval_queries=100))
+  index, tuning = report["index"], report["tuning"]
+  assert index["num_leaves"] == 55
+  first = tuning["trials"][0]
+  assert (first["num_leaves_to_search"], first["reorder"]) == (37, 100)
+  chosen = tuning["chosen"]
+  assert (index["num_leaves_to_search"], index["reorder"]) == (chosen["num_leaves_to_search"],
+                                                               chosen["reorder"])
+  assert tuning["met_target"] and chosen["recall_lower_bound"] >= 0.98 and chosen["qps"] > 0
+  # Two toy vectors per user; tuning and reported users are drawn with different seeds.
+  assert tuning["num_queries"] == 400 and tuning["queries"].startswith("synthetic users")
+  assert report["eval"]["recall_at_k"] >= 0.95 and report["eval"]["num_queries"] == 100
   searcher = serve.load_artifact(str(tmp_path / "out"))
   (top,) = searcher.query_histories([["i1", "i2"]])
   assert len(top) == 20 and len({item for item, _ in top}) == 20
@@ -220,11 +252,11 @@ def test_export_with_wrong_signature_is_explained(tmp_path):
 
 
 def test_queries_come_from_the_export_data_sets_test_users(tmp_path):
-  item_ids, embeddings = _catalog(6, 2, seed=5)
+  item_ids, embeddings = _catalog(40, 2, seed=5)  # ScaNN's hashing needs >= 16 items
   data_dir = tmp_path / "data"
   os.makedirs(data_dir / "test")
   schema.write_tsv(str(data_dir / schema.VOCAB_FILE), ["index", "item_id", "count"],
-                   [(i, raw, 10 - i) for i, raw in enumerate(item_ids)])
+                   [(i, raw, 40 - i) for i, raw in enumerate(item_ids)])
   with tf.io.TFRecordWriter(str(data_dir / "test" / schema.shard_name(0, 1))) as writer:
     # User a: input items 0..4 (target item 5 at time 60); the last max_length = 3 are kept.
     writer.write(schema.encode_timeline(user_id="a", items=[0, 1, 2, 3, 4, 5],
@@ -246,12 +278,23 @@ def test_queries_come_from_the_export_data_sets_test_users(tmp_path):
   with pytest.raises(ValueError, match="cannot fill"):
     requests.to_inputs(users, {"weather": None})
 
+  # The validation split: users the ScaNN effort is tuned on, never the reported ones.
+  os.makedirs(data_dir / "valid")
+  with tf.io.TFRecordWriter(str(data_dir / "valid" / schema.shard_name(0, 1))) as writer:
+    for user, items in (("d", [0, 1, 2]), ("e", [5, 4]), ("f", [3, 1])):
+      writer.write(schema.encode_timeline(user_id=user, items=items,
+                                          timestamps=list(range(len(items))),
+                                          target_start=len(items) - 1))
+
   toy_export.write_toy_export(str(tmp_path / "export"), item_ids, embeddings, max_length=3,
                               data_dir=str(data_dir))
   report = job.run_index_job(job.JobConfig(
-      export_dir=str(tmp_path / "export"), output_dir=str(tmp_path / "out"), k=2))
+      export_dir=str(tmp_path / "export"), output_dir=str(tmp_path / "out"), k=2,
+      index=index_lib.IndexConfig(kind="scann")))
   assert report["eval"]["queries"] == f"test users of {data_dir}"
   assert report["eval"]["num_queries"] == 2
+  assert report["tuning"]["queries"] == f"validation users of {data_dir}"
+  assert report["tuning"]["num_queries"] == 3 * 2  # two toy vectors per user
 
 
 def test_recall_at_k_and_synthetic_users():
