@@ -42,13 +42,12 @@ results. Experiments (`--experiments`):
 Plots are written as SVG next to the JSON (`svg_plot`, no plotting library needed).
 """
 
-import dataclasses
 import json
 import math
 import os
 import shutil
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List
 
 from absl import app
 from absl import flags
@@ -66,6 +65,10 @@ from input_pipeline import schema
 from input_pipeline.splits import SplitConfig
 from trainer import config as config_lib
 from trainer import evaluation
+import hrnn_report
+import hrnn_retraining
+import svg_plot
+import timelines
 import tensorflow as tf  # pylint: disable=g-bad-import-order  (after our packages: Keras 2)
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -102,53 +105,6 @@ _QUALITY_DIR = flags.DEFINE_string("quality_dir", os.path.join(_REPO_ROOT, "runs
 KS = (5, 10, 20, 25, 50)
 
 
-# Plots.
-
-
-def svg_plot(path: str, series: Dict[str, Sequence[tuple]], *, title: str, xlabel: str,
-             ylabel: str, logx: bool = False, width: int = 560, height: int = 320) -> None:
-  """A line plot of `{label: [(x, y), ...]}` as a standalone SVG file."""
-  colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf"]
-  points = [p for values in series.values() for p in values if np.isfinite(p[1])]
-  fx = (lambda x: math.log10(max(x, 1e-9))) if logx else (lambda x: x)
-  xs, ys = [fx(x) for x, _ in points], [y for _, y in points]
-  x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
-  y0, y1 = min(0.0, min(ys)), max(ys) * 1.08 if max(ys) > 0 else 1.0
-  left, right, top, bottom = 60, 150, 30, 45
-  sx = lambda x: left + (fx(x) - x0) / (x1 - x0) * (width - left - right)
-  sy = lambda y: height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom)
-  out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-         f'font-family="sans-serif" font-size="11">',
-         f'<rect width="{width}" height="{height}" fill="white"/>',
-         f'<text x="{width / 2 - 60}" y="16" font-size="13">{title}</text>',
-         f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" '
-         f'stroke="black"/>',
-         f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="black"/>',
-         f'<text x="{(width - right) / 2}" y="{height - 8}">{xlabel}</text>',
-         f'<text x="12" y="{top - 8}">{ylabel}</text>']
-  for i in range(5):
-    y = y0 + (y1 - y0) * i / 4
-    out.append(f'<text x="{left - 52}" y="{sy(y) + 4}">{y:.4g}</text>')
-    out.append(f'<line x1="{left}" y1="{sy(y)}" x2="{width - right}" y2="{sy(y)}" '
-               f'stroke="#ddd"/>')
-  ticks = sorted({x for x, _ in points})
-  for x in ticks[::max(1, len(ticks) // 8)]:
-    label = f"{x:g}" if not logx else (f"{x:.0e}" if x >= 1e4 else f"{x:g}")
-    out.append(f'<text x="{sx(x) - 10}" y="{height - bottom + 14}">{label}</text>')
-  for index, (label, values) in enumerate(series.items()):
-    color = colors[index % len(colors)]
-    values = [(x, y) for x, y in values if np.isfinite(y)]
-    path_data = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in values)
-    out.append(f'<polyline points="{path_data}" fill="none" stroke="{color}" stroke-width="2"/>')
-    out += [f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{color}"/>'
-            for x, y in values]
-    out.append(f'<text x="{width - right + 8}" y="{top + 14 * index + 10}" fill="{color}">'
-               f'{label}</text>')
-  out.append("</svg>")
-  with open(path, "w") as f:
-    f.write("\n".join(out))
-
-
 # Data.
 
 
@@ -172,24 +128,6 @@ def held_out_users(input_fraction: float) -> SplitConfig:
   """The paper's user split: 70% train, 10% valid, 20% test users (section 4.1)."""
   return SplitConfig(protocol=schema.HELD_OUT_USERS, valid_fraction=0.1, test_fraction=0.2,
                      input_fraction=input_fraction, seed=0)
-
-
-def read_timelines(data_dir: str, split: str) -> Dict[str, Any]:
-  """Every timeline of a split as numpy: lists of arrays per user, plus target_start."""
-  records = tf.data.TFRecordDataset(schema.split_files(data_dir, split))
-  out = {key: [] for key in (schema.ITEMS, schema.TIMESTAMPS, schema.FEEDBACK,
-                             schema.USER_FEATURES, schema.TARGET_START)}
-  for block in records.batch(1024).map(schema.parse_timelines):
-    for key in out:
-      value = block[key]
-      out[key].extend(value.numpy() if key == schema.TARGET_START else
-                      [np.asarray(row) for row in value.to_list()])
-  return out
-
-
-def feedback_moments(data_dir: str) -> tuple:
-  feedback = np.concatenate(read_timelines(data_dir, "train")[schema.FEEDBACK])
-  return float(feedback.mean()), float(feedback.std())
 
 
 # Training through the trainer library.
@@ -273,7 +211,7 @@ def popularity_metrics(data: data_spec_lib.DataSpec, ks=KS) -> Dict[str, float]:
 def table8() -> None:
   data_dir = prepared("ml100k_last_item", "movielens", _shared("movielens_100k"),
                       held_out_users(input_fraction=0.999))  # the last item is the target
-  mean, std = feedback_moments(data_dir)
+  mean, std = timelines.feedback_moments(data_dir)
   overrides = {"embedding_dim": 43, "hidden_dim": 43, "feedback_mean": mean, "feedback_std": std}
   record = {"setting": "ML-100K, held-out test users (20%), last item; GRU 43 units, D 43, "
                        "BPTT 32, batch 32, Adam 3e-3, 4 epochs", "runs": {}}
@@ -318,7 +256,7 @@ def ml100k_held_out() -> str:
 def ablation() -> None:
   data_dir = ml100k_held_out()
   data = data_spec_lib.read(data_dir)
-  mean, std = feedback_moments(data_dir)
+  mean, std = timelines.feedback_moments(data_dir)
   shared = {"embedding_dim": 64, "hidden_dim": 128, "feedback_mean": mean, "feedback_std": std}
   record = {"setting": f"ML-100K, held-out users (70/10/20%), the last 20% of a test user's "
                        f"events as targets; D 64, 128 units, batch 64, Adam 1e-3, "
@@ -384,7 +322,7 @@ def cold_start() -> None:
   cold = np.array([raw in cold_ids for raw in data.item_ids])
   assert (data.item_counts[cold] == 0).all(), "a held-out item has training events"
   warm = np.flatnonzero(~cold)
-  mean, std = feedback_moments(data_dir)
+  mean, std = timelines.feedback_moments(data_dir)
   # The held-out items' events were moved in time: no time controls here.
   shared = {"embedding_dim": 64, "hidden_dim": 128, "feedback_mean": mean, "feedback_std": std,
             "use_time": False}
@@ -472,7 +410,7 @@ def time_delta() -> None:
   serve = exported.signatures["serving_default"]
   items = exported.signatures["item_embeddings"]()
   table, bias = items["embeddings"].numpy(), items["item_bias"].numpy()
-  test = read_timelines(data_dir, "test")
+  test = timelines.read_timelines(data_dir, "test")
   user_vocab = data.user_feature_names
   deltas = (0, 60, 3600, DAY, 30 * DAY)
   tops = {d: [] for d in deltas}
@@ -519,14 +457,14 @@ def time_delta() -> None:
   record = {"export_dir": export_root, "deltas": list(deltas), "summary": summary,
             "examples": examples, "users": len(tops[0])}
   write("time_delta", record)
-  svg_plot(os.path.join(_WORK_DIR.value, "time_delta.svg"), {
+  svg_plot.svg_plot(os.path.join(_WORK_DIR.value, "time_delta.svg"), {
       "top-10 overlap with 0 s": [(max(d, 1), summary[str(d)]["top10_overlap_vs_0s"]) for d in deltas],
       "genre overlap w/ last": [(max(d, 1), summary[str(d)]["genre_overlap_with_last_item"])
                                 for d in deltas],
       "top-1 changed": [(max(d, 1), summary[str(d)]["top1_changed_vs_0s"]) for d in deltas]},
       title="Same histories, different request delays (ML-100K)",
       xlabel="delay after the last event, s (0 drawn at 1)", ylabel="share", logx=True)
-  svg_plot(os.path.join(_WORK_DIR.value, "time_delta_popularity.svg"), {
+  svg_plot.svg_plot(os.path.join(_WORK_DIR.value, "time_delta_popularity.svg"), {
       "mean popularity share of top-10": [(max(d, 1), summary[str(d)]["mean_popularity_share"])
                                           for d in deltas]},
       title="Popularity of the recommendations by delay", xlabel="delay, s", ylabel="share",
@@ -544,8 +482,8 @@ def sessions() -> None:
   data_dir = prepared("yoochoose", "yoochoose", os.path.join(_shared("yoochoose_sample"),
                                                               "yoochoose_valid.txt"), SplitConfig())
   data = data_spec_lib.read(data_dir)
-  timelines = read_timelines(data_dir, "test")
-  gaps = np.concatenate([np.diff(t) for t in timelines[schema.TIMESTAMPS]])
+  log = timelines.read_timelines(data_dir, "test")
+  gaps = np.concatenate([np.diff(t) for t in log[schema.TIMESTAMPS]])
   record = {"setting": "Yoochoose sample (sessions as users), leave-last-one-out, D 64, 100 "
                        f"units, batch 32, {_SESSION_EPOCHS.value:g} epochs, full softmax",
             "gap_quantiles_s": {str(q): float(np.quantile(gaps, q)) for q in (0.1, 0.5, 0.9, 0.99)},
@@ -563,150 +501,6 @@ def sessions() -> None:
   for name, m in record["rows"].items():
     print(f"{name:24s} MRR@20 {m['mrr@20']:.4f} HR@20 {m['hr@20']:.4f} NDCG@20 {m['ndcg@20']:.4f} "
           f"PPL {m['perplexity']:.1f}")
-
-
-# Figure 5.
-
-
-def retrain() -> None:
-  from models import hrnn_meta  # pylint: disable=g-import-not-at-top
-  from models import losses  # pylint: disable=g-import-not-at-top
-  import tf_keras  # pylint: disable=g-import-not-at-top
-
-  data_dir = prepared("ml100k_temporal", "movielens", _shared("movielens_100k"),
-                      SplitConfig(protocol=schema.TEMPORAL))
-  data = data_spec_lib.read(data_dir)
-  log = read_timelines(data_dir, "test")  # temporal: the test split holds every event
-  all_items = np.concatenate(log[schema.ITEMS])
-  all_times = np.concatenate(log[schema.TIMESTAMPS])
-  start_time, end_time = float(all_times.min()), float(all_times.max()) + 1
-  offline_end = start_time + 0.7 * (end_time - start_time)
-  step, window, trend_window = (_RETRAIN_STEP_DAYS.value * DAY, _RETRAIN_WINDOW_DAYS.value * DAY,
-                                _TREND_DAYS.value * DAY)
-  mean, std = feedback_moments(data_dir)
-  overrides = dict(embedding_dim=64, hidden_dim=128, max_length=32, feedback_mean=mean,
-                   feedback_std=std)
-
-  def block(begin, end, target_time=None):
-    """Timelines cut to events in [begin, end); with target_time, target_start there."""
-    rows = {key: [] for key in (schema.ITEMS, schema.TIMESTAMPS, schema.FEEDBACK,
-                                schema.USER_FEATURES)}
-    starts = []
-    for u in range(len(log[schema.ITEMS])):
-      times = log[schema.TIMESTAMPS][u]
-      keep = (times >= begin) & (times < end)
-      if keep.sum() < 2:
-        continue
-      first = 0 if target_time is None else int((times[keep] < target_time).sum())
-      for key in (schema.ITEMS, schema.TIMESTAMPS, schema.FEEDBACK):
-        rows[key].append(log[key][u][keep])
-      rows[schema.USER_FEATURES].append(log[schema.USER_FEATURES][u])
-      starts.append(first)
-    dtypes = {schema.FEEDBACK: tf.float32}
-    out = {key: tf.ragged.constant([list(r) for r in value], dtypes.get(key, tf.int64),
-                                   ragged_rank=1) for key, value in rows.items()}
-    out[schema.TARGET_START] = tf.constant(starts, tf.int64)
-    out[schema.IMPRESSIONS] = tf.ragged.constant([[]] * len(starts), tf.int64, ragged_rank=1)
-    out[schema.IMPRESSION_TIMESTAMPS] = out[schema.IMPRESSIONS]
-    return out
-
-  def build(trend, seed):
-    tf_keras.utils.set_random_seed(seed)
-    config = hrnn_meta.HRNNMetaConfig(**overrides, trend_correction=trend)
-    model = hrnn_meta.HRNNMeta(config, data=data)
-    model.create_variables()
-    return model, tf_keras.optimizers.Adam(1e-3)
-
-  loss_fn = losses.RetrievalLoss(losses.SoftmaxConfig(num_negatives=1_000_000),
-                                 num_items=data.num_items)
-
-  def fit(model, optimizer, begin, end, seed):
-    spec = model.sample_spec()
-    features = samples.pad(spec.training_batch(block(begin, end), data.pad_id),
-                           spec.paddings(data, training=True))
-    count = int(features[names.HISTORY].shape[0])
-    batches = tf.data.Dataset.from_tensor_slices(features).shuffle(count, seed=seed).batch(64)
-
-    @tf.function
-    def step(batch):
-      with tf.GradientTape() as tape:
-        outputs = model(batch, training=True)
-        head = outputs[names.HEADS]["next_item"]
-        loss = tf.reduce_sum(loss_fn(model.candidates(), head)) / 64.0
-      variables = model.trainable_variables
-      optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-
-    for _ in range(int(math.ceil(_RETRAIN_EPOCHS.value))):
-      for batch in batches:
-        step(batch)
-    return count
-
-  def evaluate(model, features, trend_counts=None):
-    if trend_counts is not None:
-      model.set_trend(trend_counts)
-    dataset = tf.data.Dataset.from_tensor_slices(features).batch(256)
-    candidates = model.candidates()
-    return evaluation.evaluate(user_vectors_fn=model.user_vectors, item_embeddings=candidates.vectors,
-                               item_bias=candidates.bias, dataset=dataset, num_items=data.num_items,
-                               protocol=schema.TEMPORAL, ks=(10, 20)).metrics
-
-  def recent_popular(counts, features):
-    user_fn, table = evaluation.popularity_scorer(counts)
-    return evaluation.evaluate(user_vectors_fn=user_fn, item_embeddings=table,
-                               dataset=tf.data.Dataset.from_tensor_slices(features).batch(256),
-                               num_items=data.num_items, protocol=schema.TEMPORAL,
-                               ks=(10, 20)).metrics
-
-  curves = {name: [] for name in ("offline", "offline + trend", "online", "online + trend",
-                                  "recent popular")}
-  seed = seeds()[0]
-  offline, offline_optimizer = build(False, seed)
-  fit(offline, offline_optimizer, start_time, offline_end, seed)
-  offline_trend, offline_trend_optimizer = build(True, seed)
-  offline_trend.set_trend(popularity.window_counts(all_items, all_times, start_time, offline_end,
-                                                   data.num_items))
-  fit(offline_trend, offline_trend_optimizer, start_time, offline_end, seed)
-  online, online_optimizer = build(False, seed)
-  online_trend, online_trend_optimizer = build(True, seed)
-  begin = offline_end
-  index = 0
-  while begin + step <= end_time:
-    end = begin + step
-    trend_counts = popularity.window_counts(all_items, all_times, begin - trend_window, begin,
-                                            data.num_items)
-    train_counts = popularity.window_counts(all_items, all_times, begin - window, begin,
-                                            data.num_items)
-    online_trend.set_trend(train_counts)  # train against the training window's popularity
-    fit(online, online_optimizer, begin - window, begin, seed)
-    fit(online_trend, online_trend_optimizer, begin - window, begin, seed)
-    spec = online.sample_spec()
-    features = samples.pad(spec.evaluation_batch(block(0, end, target_time=begin)),
-                           spec.paddings(data, evaluation=True))
-    results = {"offline": evaluate(offline, features),
-               "offline + trend": evaluate(offline_trend, features, trend_counts),
-               "online": evaluate(online, features),
-               "online + trend": evaluate(online_trend, features, trend_counts),
-               "recent popular": recent_popular(trend_counts, features)}
-    for name, metrics in results.items():
-      curves[name].append({"window": index, "start": begin, **metrics})
-    logging.info("retrain window %d: %s", index,
-                 {k: round(v["recall@20"], 4) for k, v in results.items()})
-    begin, index = end, index + 1
-  record = {"setting": f"ML-100K, offline: first 70% of the time span; online: the last "
-                       f"{_RETRAIN_WINDOW_DAYS.value:g} days before each "
-                       f"{_RETRAIN_STEP_DAYS.value:g}-day test window (warm-started, "
-                       f"{_RETRAIN_EPOCHS.value:g} epochs); trend: log q of the last "
-                       f"{_TREND_DAYS.value:g} days", "curves": curves,
-            "mean": {name: mean_over([{k: v for k, v in w.items() if k not in ("window", "start")}
-                                      for w in windows]) for name, windows in curves.items()}}
-  write("retrain", record)
-  svg_plot(os.path.join(_WORK_DIR.value, "retrain.svg"),
-           {name: [(w["window"], w["recall@20"]) for w in windows]
-            for name, windows in curves.items()},
-           title="Retraining with item trend correction (ML-100K)",
-           xlabel=f"test window ({_RETRAIN_STEP_DAYS.value:g} days each)", ylabel="Recall@20")
-  for name, metrics in record["mean"].items():
-    print(f"{name:16s} Recall@20 {metrics['recall@20']:.4f} NDCG@20 {metrics['ndcg@20']:.4f}")
 
 
 # Throughput.
@@ -768,136 +562,23 @@ def throughput() -> None:
       print(row)
       del model, optimizer
   write("throughput", record)
-  svg_plot(os.path.join(_WORK_DIR.value, "throughput.svg"),
+  svg_plot.svg_plot(os.path.join(_WORK_DIR.value, "throughput.svg"),
            {name: [(r["items"], r["items_per_second"]) for r in record["rows"]
                    if r["softmax"] == name] for name in ("sampled", "dense")},
            title="Training throughput by catalog size (2-core CPU)", xlabel="items",
            ylabel="items/s", logx=True)
 
 
-# Report.
-
-# The paper's figures, for the report's side-by-side columns.
-PAPER_TABLE8 = {"ml-1m": {"IS": (23_000, 377, 0.128), "dense": (23_000, 409, 0.123)},
-                "Taobao": {"IS": (7_800, 17_600, 0.15), "dense": (631, 119_000, 0.08)}}
-PAPER_TABLE1 = {"popularity": 2228, "item features of the last item": 1342, "sequence": 447,
-                "+ time controls (HRNN-meta)": 410}
-PAPER_TABLE7 = {"random choice": (0.109, 0.039, 0.041, 0.075, 0.187),
-                "HRNN-meta (lambda ~ U[0, 1])": (0.323, 0.162, 0.133, 0.208, 0.388)}
-PAPER_TABLE6 = {"popular items": (0.001, 0.006, 0.002, 17683), "GRU": (0.301, 0.694, 0.451, 225),
-                "HRNN (time controls)": (0.314, 0.708, 0.464, 204)}
-
-
-def _load(path: str) -> Optional[Dict[str, Any]]:
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
+def retrain() -> None:
+  data_dir = prepared("ml100k_temporal", "movielens", _shared("movielens_100k"),
+                      SplitConfig(protocol=schema.TEMPORAL))
+  hrnn_retraining.retrain(data_dir, _WORK_DIR.value, seed=seeds()[0], epochs=_RETRAIN_EPOCHS.value,
+                          window_days=_RETRAIN_WINDOW_DAYS.value,
+                          step_days=_RETRAIN_STEP_DAYS.value, trend_days=_TREND_DAYS.value)
 
 
 def report() -> None:
-  """Prints the markdown tables of docs/hrnn_meta.md from the JSON results found."""
-  out = []
-  load = lambda name: _load(os.path.join(_WORK_DIR.value, f"{name}.json"))
-  record = load("table8")
-  if record:
-    out += [f"### Table 8: importance sampling vs dense softmax\n\n{record['setting']}.\n",
-            "| output | items/s (train) | PPL | NDCG@25 | HR@25 | MRR@25 | paper ml-1m: items/s, "
-            "PPL, NDCG |", "|---|---|---|---|---|---|---|"]
-    for name in ("IS", "dense"):
-      m, sd = record[name], record[name + "_std"]
-      paper = PAPER_TABLE8["ml-1m"][name]
-      out.append(f"| {name} | {m['items_per_second']:,.0f} | {m['perplexity']:.1f} +- "
-                 f"{sd['perplexity']:.1f} | {m['ndcg@25']:.4f} +- {sd['ndcg@25']:.4f} | "
-                 f"{m['hr@25']:.4f} | {m['mrr@25']:.4f} | {paper[0]:,}, {paper[1]}, {paper[2]} |")
-    out.append("")
-  record = load("ablation")
-  if record:
-    out += [f"### Table 1: what each input adds\n\n{record['setting']}.\n",
-            "| row | PPL | NDCG@25 | Recall@25 | HR@10 | paper ml-20m PPL |", "|---|---|---|---|---|---|"]
-    for name, m in record["rows"].items():
-      if name.endswith("(std)"):
-        continue
-      sd = record["rows"].get(name + " (std)", {})
-      spread = f" +- {sd['perplexity']:.1f}" if sd else ""
-      out.append(f"| {name} | {m['perplexity']:.1f}{spread} | {m['ndcg@25']:.4f} | "
-                 f"{m['recall@25']:.4f} | {m['hr@10']:.4f} | {PAPER_TABLE1.get(name, '')} |")
-    out.append("")
-  record = load("cold_start")
-  if record:
-    out += [f"### Table 7: item cold start\n\n{record['setting']}.\n",
-            "| model | MRR | P@5 | P@25 | NDCG@5 | NDCG@25 | paper (ML-1M): MRR, P@5, P@25, NDCG@5, "
-            "NDCG@25 |", "|---|---|---|---|---|---|---|"]
-    for name, m in record["rows"].items():
-      paper = ", ".join(f"{v:.3f}" for v in PAPER_TABLE7.get(name, ()))
-      out.append(f"| {name} | {m['mrr']:.4f} | {m['precision@5']:.4f} | {m['precision@25']:.4f} | "
-                 f"{m['ndcg@5']:.4f} | {m['ndcg@25']:.4f} | {paper} |")
-    out.append("")
-  record = load("time_delta")
-  if record:
-    out += [f"### Table 2: the same histories at different delays\n\n{record['users']} test "
-            f"users of the `ablation` split, the full model of seed 0 through its exported "
-            f"serving signature; top-10 lists with the user's history masked.\n",
-            "| delay | top-1 differs from 0 s | top-10 overlap with 0 s | genre overlap with the "
-            "last item | mean popularity share |", "|---|---|---|---|---|"]
-    for delta in record["deltas"]:
-      m = record["summary"][str(delta)]
-      out.append(f"| {delta:,} s | {m['top1_changed_vs_0s']:.3f} | {m['top10_overlap_vs_0s']:.3f} | "
-                 f"{m['genre_overlap_with_last_item']:.3f} | {m['mean_popularity_share']:.5f} |")
-    example = record["examples"][0]
-    out += ["", f"User {example['user']}, last items: " + "; ".join(example["last_items"]) + ".", "",
-            "| delay | top-1 | genres | popularity |", "|---|---|---|---|"]
-    for delta, top in sorted(example["top1"].items(), key=lambda entry: int(entry[0])):
-      out.append(f"| {int(delta):,} s | {top['title']} | {' '.join(top['genres'])} | "
-                 f"{top['popularity']:.6f} |")
-    out.append("")
-  record = load("sessions")
-  if record:
-    out += [f"### Table 6: time controls on Yoochoose sessions\n\n{record['setting']}; gaps "
-            f"between clicks: median {record['gap_quantiles_s']['0.5']:.0f} s, 90% "
-            f"{record['gap_quantiles_s']['0.9']:.0f} s, {record['gaps_over_30min']} of "
-            f"{record['gaps']} over 30 minutes.\n",
-            "| model | MRR@20 | HR@20 | NDCG@20 | PPL | paper (full Yoochoose) |",
-            "|---|---|---|---|---|---|"]
-    for name, m in record["rows"].items():
-      paper = ", ".join(f"{v:g}" for v in PAPER_TABLE6.get(name, ()))
-      out.append(f"| {name} | {m['mrr@20']:.4f} | {m['hr@20']:.4f} | {m['ndcg@20']:.4f} | "
-                 f"{m['perplexity']:.1f} | {paper} |")
-    out.append("")
-  record = load("retrain")
-  if record:
-    out += [f"### Figure 5: retraining with item trend correction\n\n{record['setting']}; means "
-            f"over {len(next(iter(record['curves'].values())))} test windows "
-            f"(`retrain.svg` has every window).\n",
-            "| model | Recall@20 | NDCG@20 | HR@10 |", "|---|---|---|---|"]
-    for name, m in record["mean"].items():
-      out.append(f"| {name} | {m['recall@20']:.4f} | {m['ndcg@20']:.4f} | {m['hr@10']:.4f} |")
-    out.append("")
-  record = load("throughput")
-  if record:
-    out += [f"### Throughput\n\n{record['setting']}.\n",
-            "| items | softmax | windows/step | ms/step | items/s |", "|---|---|---|---|---|"]
-    for row in record["rows"]:
-      out.append(f"| {row['items']:,} | {row['softmax']} | {row['batch']} | {row['ms_per_step']:.0f} "
-                 f"| {row['items_per_second']:,.0f} |")
-    out.append("")
-  quality = {}
-  for name in sorted(os.listdir(_QUALITY_DIR.value)) if os.path.isdir(_QUALITY_DIR.value) else ():
-    if name.startswith("hrnn_meta") and name.endswith(".json"):
-      for dataset, runs in (_load(os.path.join(_QUALITY_DIR.value, name)) or {}).get("runs", {}).items():
-        quality.setdefault(dataset, []).extend(runs.get("hrnn_meta", []))
-  if quality:
-    out += ["### S3-Rec protocol (benchmarks/quality.py)\n",
-            "| data | seeds | HR@10 | NDCG@10 | HR@20 | NDCG@20 |", "|---|---|---|---|---|---|"]
-    for dataset, runs in quality.items():
-      m = mean_over([r["metrics"] for r in runs])
-      out.append(f"| {dataset} | {','.join(str(r['seed']) for r in runs)} | {m['hr@10']:.4f} | "
-                 f"{m['ndcg@10']:.4f} | {m['hr@20']:.4f} | {m['ndcg@20']:.4f} |")
-    out.append("")
-  text = "\n".join(out) if out else "(no results found)"
-  with open(os.path.join(_WORK_DIR.value, "report.md"), "w") as f:
-    f.write(text + "\n")
-  print(text)
+  hrnn_report.report(_WORK_DIR.value, _QUALITY_DIR.value)
 
 
 def main(argv):
