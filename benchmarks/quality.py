@@ -83,6 +83,9 @@ _EVAL_EVERY_EPOCHS = flags.DEFINE_float(
 _SELECT_BEST = flags.DEFINE_string(
     "select_best", "ndcg@10", "Valid metric whose best checkpoint is tested; empty: the final "
     "step (no selection).")
+_PATIENCE = flags.DEFINE_integer(
+    "patience", 10, "Stop a run after this many valid evaluations without a better "
+    "--select_best metric (0: train all --epochs).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Training batch (preset: 256).")
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", None, "Learning rate (preset: 1e-3).")
 _OPTIMIZER = flags.DEFINE_enum("optimizer", None, list(config_lib.OPTIMIZERS),
@@ -92,6 +95,7 @@ _NUM_NEGATIVES = flags.DEFINE_integer(
     "num_negatives", None, "Sampled negatives (preset: more than the catalog = full softmax).")
 _MODEL_PARAM = flags.DEFINE_multi_string("model_param", [], "NAME=VALUE model override, "
                                          "e.g. --model_param=num_prototypes=50.")
+_EXPORT = flags.DEFINE_bool("export", False, "Export each run's selected checkpoint.")
 
 # ../shared/BENCHMARKS.md: S3-Rec (CIKM 2020) full-ranking table, history masked.
 REFERENCE_COLUMNS = ("PopRec", "GRU4Rec", "SASRec", "S3-Rec")
@@ -154,21 +158,14 @@ def run_poprec(data: data_spec.DataSpec, ks, counts: np.ndarray) -> Dict[str, fl
                              mask_history=_MASK_HISTORY.value).metrics
 
 
-def count_training_samples(config: config_lib.TrainConfig, data: data_spec.DataSpec) -> int:
-  """Samples in one pass over the train split, as the model's training builder cuts them."""
-  from models import all_models  # pylint: disable=g-import-not-at-top,unused-import
-  from models import registry  # pylint: disable=g-import-not-at-top
+def train_config(model: str, data: data_spec.DataSpec, ks, seed: int,
+                 run_name: str = "") -> config_lib.TrainConfig:
+  """Preset `s3rec` with the flags applied; steps from --epochs of the model's samples.
 
-  model_config = config_lib.build_model_config(config.model, max_length=config.data.max_length)
-  spec = registry.lookup(config.model.name).model_class(model_config, data=data).sample_spec()
-  one_pass = dataset_lib.make_dataset(dataset_lib.InputConfig(
-      data_dir=data.data_dir, batch_size=4096, num_epochs=1, shuffle=False, bucketing=False),
-      spec, data)
-  return int(sum(int(batch["history_length"].shape[0]) for batch in one_pass))
+  The run goes to `--work_dir`/DATA/RUN_NAME (default: the model)/seed_SEED.
+  """
+  from trainer import loop  # pylint: disable=g-import-not-at-top  (heavy: only when training)
 
-
-def train_config(model: str, data: data_spec.DataSpec, ks, seed: int) -> config_lib.TrainConfig:
-  """Preset `s3rec` with the flags applied; steps from --epochs of the model's samples."""
   base = config_lib.s3rec()
   data_config = dataclasses.replace(base.data, data_dir=data.data_dir, max_length=MAX_LENGTH,
                                     **({"batch_size": _BATCH_SIZE.value} if _BATCH_SIZE.value
@@ -187,11 +184,11 @@ def train_config(model: str, data: data_spec.DataSpec, ks, seed: int) -> config_
   loss = (base.loss if _NUM_NEGATIVES.value is None
           else dataclasses.replace(base.loss, num_negatives=_NUM_NEGATIVES.value))
   config = dataclasses.replace(
-      base, model_dir=os.path.join(_WORK_DIR.value, os.path.basename(data.data_dir), model,
-                                   f"seed_{seed}"),
+      base, model_dir=os.path.join(_WORK_DIR.value, os.path.basename(data.data_dir),
+                                   run_name or model, f"seed_{seed}"),
       data=data_config, model=config_lib.ModelConfig(name=model, overrides=overrides),
       optimizer=optimizer, loss=loss)
-  steps_per_epoch = count_training_samples(config, data) / data_config.batch_size
+  steps_per_epoch = loop.training_samples_per_epoch(config) / data_config.batch_size
   eval_every = max(1, round(_EVAL_EVERY_EPOCHS.value * steps_per_epoch))
   return dataclasses.replace(
       config,
@@ -200,8 +197,9 @@ def train_config(model: str, data: data_spec.DataSpec, ks, seed: int) -> config_
       checkpoint=dataclasses.replace(base.checkpoint, every_steps=eval_every),
       eval=dataclasses.replace(base.eval, ks=ks, mask_history=_MASK_HISTORY.value,
                                every_steps=eval_every if _SELECT_BEST.value else 0,
-                               select_best=_SELECT_BEST.value, batch_size=_EVAL_BATCH_SIZE.value),
-      export=dataclasses.replace(base.export, enabled=False))
+                               select_best=_SELECT_BEST.value, batch_size=_EVAL_BATCH_SIZE.value,
+                               patience=_PATIENCE.value if _SELECT_BEST.value else 0),
+      export=dataclasses.replace(base.export, enabled=_EXPORT.value))
 
 
 def run_model(model: str, data: data_spec.DataSpec, ks, seed: int) -> Dict[str, object]:

@@ -23,11 +23,15 @@ Choices where the paper is silent, or that adapt it to the project:
   every prefix's reversed future sequence x_{T:t+1} at once. The future of a prefix
   reaches `future_length` items past the window's last target (for the S3-Rec files,
   whose users average 9 items, that is the whole remaining sequence).
-- The seq2seq softmax (eq 3) runs over the futures of the batch's prefixes, as the
-  paper says, except the other prefixes of the same user's window: their futures
-  overlap the positive's (x_{T:t+2} is most of x_{T:t+1}), which in the paper's
-  uniformly sampled batches almost never happens, and would make near-copies of the
-  positive count as negatives.
+- Seq2seq terms come from `seq2seq_prefixes` prefixes drawn uniformly from each
+  window (1 by default: like the paper's batches, one (u, t) per batch row), not from
+  every position: eq 3's softmax is over all K x |B| futures of the batch, and a
+  batch of 256 windows holds up to 12,800 prefixes (a 51,200 x 51,200 logit matrix).
+  The softmax runs over the futures of the batch's drawn prefixes, as the paper says,
+  except the other drawn prefixes of the same window: their futures overlap the
+  positive's (x_{T:t+2} is most of x_{T:t+1}), which in the paper's uniformly sampled
+  batches almost never happens, and would make near-copies of the positive count as
+  negatives.
 - Eq 6's denominator runs over the items of the mini-batch in the paper; here it runs
   over the trainer's softmax head: the whole catalog (full softmax) or sampled
   log-uniform negatives with the logQ correction for large catalogs, the positive
@@ -73,6 +77,7 @@ class DSSConfig:
     dropout: dropout of the SASRec encoder.
     num_intentions: K.
     confidence: lambda of eq 4, the fraction of seq2seq terms kept (0: seq2item only).
+    seq2seq_prefixes: prefixes drawn per training window for the seq2seq loss.
     seq2seq: "latent" (eq 3-4), "none" (Table 2 variant 1) or "next_items" (variants 2-3).
     reconstruct_items: future items predicted one by one in "next_items" mode.
     future_length: how far past a training window's last target the future reaches.
@@ -83,13 +88,14 @@ class DSSConfig:
   dropout: float = 0.5
   num_intentions: int = 4
   confidence: float = 0.5
+  seq2seq_prefixes: int = 1
   seq2seq: str = LATENT
   reconstruct_items: int = 3
   future_length: int = 50
 
   def __post_init__(self):
     for name in ("embedding_dim", "max_length", "num_blocks", "num_intentions",
-                 "reconstruct_items", "future_length"):
+                 "seq2seq_prefixes", "reconstruct_items", "future_length"):
       if getattr(self, name) < 1:
         raise ValueError(f"DSSConfig.{name} must be >= 1, got {getattr(self, name)}.")
     if not 0 <= self.confidence <= 1:
@@ -196,7 +202,7 @@ class DSS(base.RetrievalModel):
         outputs[names.HEADS][f"next_item_{n}"] = base.Head(prefix, item, weights)
       return outputs
     future_intentions = self.intentions(future, training, LABEL_BETAS)  # [B, F, K, D]
-    real = tf.where(labels != self.data.pad_id)  # [N, 2]: (window, position)
+    real = self._drawn_prefixes(labels)  # [N, 2]: (window, position)
     example = real[:, 0]
     positives = tf.gather_nd(future_intentions,
                              tf.stack([example, tf.gather_nd(at_future, real)], axis=1))
@@ -205,3 +211,13 @@ class DSS(base.RetrievalModel):
     outputs[names.AUX_LOSSES] = {"seq2seq": tf.math.unsorted_segment_sum(
         per_prefix, example, tf.shape(labels, out_type=tf.int64)[0])}
     return outputs
+
+  def _drawn_prefixes(self, labels):
+    """`[N, 2]` (window, position) of up to `seq2seq_prefixes` real positions per window,
+    drawn uniformly without replacement."""
+    real = labels != self.data.pad_id
+    draw = tf.where(real, tf.random.uniform(tf.shape(labels)), 2.0)  # padding sorts last
+    count = tf.minimum(tf.shape(labels)[1], self.config.seq2seq_prefixes)
+    values, position = tf.math.top_k(-draw, k=count)  # the smallest draws
+    chosen = tf.where(-values < 2.0)  # [N, 2]: (window, slot) of real positions
+    return tf.stack([chosen[:, 0], tf.cast(tf.gather_nd(position, chosen), tf.int64)], axis=1)

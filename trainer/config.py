@@ -139,6 +139,9 @@ class EvalConfig:
       valid evaluation (periodic ones and the final one) is kept in
       checkpoints/best/ and is what the test split evaluates and export exports, as
       RecBole reports "the best-validation epoch"; empty: the final step.
+    patience: with `select_best`, stop training once this many periodic evaluations in
+      a row have not improved on the best (RecBole's `stopping_step`); 0 trains to
+      `train_steps`.
   """
   every_steps: int = 0
   ks: Tuple[int, ...] = (10, 20, 50, 80, 100)
@@ -146,6 +149,7 @@ class EvalConfig:
   batch_size: int = 512
   max_users: Optional[int] = None
   select_best: str = ""
+  patience: int = 0
 
   def metric_names(self) -> Tuple[str, ...]:
     """Every metric an evaluation reports, e.g. ("hr@10", "ndcg@10", ...)."""
@@ -214,6 +218,9 @@ class TrainConfig:
          f"select_best {self.eval.select_best!r}: expected one of {self.eval.metric_names()}"),
         (not self.eval.select_best or self.eval.every_steps > 0,
          "select_best needs periodic evaluations: set eval every_steps > 0"),
+        (self.eval.patience >= 0, f"patience {self.eval.patience}: must be >= 0 (0 = off)"),
+        (not self.eval.patience or self.eval.select_best,
+         "patience stops on the select_best metric: set select_best too"),
         (bool(self.data.data_dir), "data_dir is empty: pass a dataset directory written by input_pipeline.prepare"),
         (bool(self.model_dir), "model_dir is empty: pass where checkpoints and exports should go"),
     ]

@@ -254,6 +254,22 @@ class TrainingRun:
     return self._evaluate(self.eval_dataset(split, max_users), users)
 
 
+def training_samples_per_epoch(config: config_lib.TrainConfig) -> int:
+  """Samples in one pass over the train split, as the model's training samples cut them.
+
+  Every training prefix for `sine` (`AllPrefixes`), about one window per user for
+  `sasrec`-like models (`AllPositions`); `train_steps` for E epochs is
+  `E * samples / batch_size`.
+  """
+  data = data_spec_lib.read(config.data.data_dir)
+  model_config = config_lib.build_model_config(config.model, max_length=config.data.max_length)
+  spec = registry.lookup(config.model.name).model_class(model_config, data=data).sample_spec()
+  one_pass = dataset_lib.make_dataset(dataset_lib.InputConfig(
+      data_dir=data.data_dir, batch_size=4096, num_epochs=1, shuffle=False, bucketing=False),
+      spec, data)
+  return int(sum(int(batch[names.HISTORY_LENGTH].shape[0]) for batch in one_pass))
+
+
 def _sum_records(records) -> Dict[str, float]:
   """Sums step records (dicts of scalars) name by name."""
   sums: Dict[str, float] = {}
@@ -357,6 +373,11 @@ def _train(run: TrainingRun, steps, writers) -> Dict[str, float]:
       _write_scalars(writers["valid"], step, result.metrics)
       if config.eval.select_best:
         run.consider_best(result.metrics)
+        stale = (step - run.best()["step"]) // config.eval.every_steps
+        if config.eval.patience and stale >= config.eval.patience:
+          logging.info("no better valid %s in %d evaluations (best: step %d): stopping early "
+                       "at step %d", config.eval.select_best, stale, run.best()["step"], step)
+          break
   return record
 
 

@@ -57,6 +57,9 @@ _KS = flags.DEFINE_list("ks", None, "Cut-offs of the ranking metrics, e.g. 10,20
 _SELECT_BEST = flags.DEFINE_string(
     "select_best", None, "Valid metric (e.g. ndcg@10) whose best checkpoint is tested and "
     "exported instead of the final step; needs --eval_every.")
+_PATIENCE = flags.DEFINE_integer(
+    "patience", None, "With --select_best: stop after this many evaluations without a better "
+    "valid metric; 0 trains to --train_steps.")
 _MASK_HISTORY = flags.DEFINE_enum(
     "mask_history", None, list(evaluation.MASK_HISTORY_MODES),
     "How evaluation removes the input history from the ranking: all (default; the S3-Rec "
@@ -130,6 +133,7 @@ def config_from_flags() -> config_lib.TrainConfig:
       eval=dataclasses.replace(base.eval, **pick(
           every_steps=_EVAL_EVERY.value, max_users=_EVAL_MAX_USERS.value,
           mask_history=_MASK_HISTORY.value, select_best=_SELECT_BEST.value,
+          patience=_PATIENCE.value,
           ks=tuple(int(k) for k in _KS.value) if _KS.value else None)),
       export=dataclasses.replace(base.export, **pick(enabled=_EXPORT.value)),
   )

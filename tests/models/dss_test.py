@@ -137,7 +137,7 @@ def _training_features():
 
 
 def test_outputs_serve_k_vectors_and_train_both_losses():
-  model = _model()
+  model = _model(seq2seq_prefixes=3)  # every prefix of this batch's windows
   features = _training_features()
   outputs = model(features, training=False)
   phi = model.intentions(features[names.HISTORY]).numpy() / np.float32(np.sqrt(DIM))
@@ -147,13 +147,27 @@ def test_outputs_serve_k_vectors_and_train_both_losses():
   head = outputs[names.HEADS]["next_item"]
   assert head.query.shape == (2, 3, 3, DIM)  # every position, K vectors
   # Seq2seq: position p of the window meets the future at FUTURE[len - 1 - p]; with
-  # lambda 0.5, ceil(0.5 * 4 prefixes * 3) = 6 terms are kept.
+  # lambda 0.5, ceil(0.5 * 4 prefixes * 3) = 6 terms are kept. The order in which the
+  # prefixes were drawn does not matter for the per-window sums.
   future = model.intentions(features[names.FUTURE], beta_set=dss.LABEL_BETAS).numpy()
   positives = np.stack([future[0, 3], future[0, 2], future[0, 1], future[1, 0]])
   expected = dss.seq2seq_losses(tf.constant(np.stack([phi[0, 0], phi[0, 1], phi[0, 2], phi[1, 0]])),
                                 tf.constant(positives), tf.constant([0, 0, 0, 1], tf.int64), 0.5)
   per_window = [expected.numpy()[:3].sum(), expected.numpy()[3]]
   np.testing.assert_allclose(outputs[names.AUX_LOSSES]["seq2seq"].numpy(), per_window, rtol=1e-5)
+
+
+def test_seq2seq_prefixes_are_drawn_per_window():
+  model = _model(seq2seq_prefixes=2)
+  labels = tf.constant([[1, 4, 6, PAD], [2, PAD, PAD, PAD], [PAD] * 4], tf.int64)
+  for _ in range(5):
+    drawn = model._drawn_prefixes(labels).numpy()
+    windows = drawn[:, 0].tolist()
+    # Two distinct real positions of window 0, the only one of window 1, none of 2.
+    assert sorted(windows) == [0, 0, 1]
+    positions = {tuple(p) for p in drawn.tolist()}
+    assert len(positions) == 3 and (1, 0) in positions
+    assert all(labels.numpy()[w, p] != PAD for w, p in drawn)
 
 
 def test_lambda_zero_is_seq2item_only_training():

@@ -188,6 +188,17 @@ def test_select_best_tests_and_exports_the_best_valid_checkpoint(data_dir, tmp_p
   exported = tf.saved_model.load(result["export_dir"]).signatures["item_embeddings"]()
   np.testing.assert_allclose(exported["embeddings"].numpy(), tables[20][:40], rtol=1e-6)
 
+  # Patience 1, 60 steps: the evaluation at step 30 (0.5) does not beat step 20's (0.9),
+  # so training stops there instead of going on to 60, and tests step 20.
+  scripted.update({40: 0.1, 50: 0.1, 60: 0.1})
+  early = dataclasses.replace(
+      config, model_dir=str(tmp_path / "early"),
+      schedule=dataclasses.replace(config.schedule, train_steps=60),
+      eval=dataclasses.replace(config.eval, patience=1))
+  result = loop.train_and_evaluate(early)
+  assert result["step"] == 20 and max(tables) == 30  # stopped at 30, tested the best (20)
+  with pytest.raises(ValueError, match="patience stops on the select_best metric"):
+    dataclasses.replace(config, eval=config_lib.EvalConfig(patience=3)).validate()
   with pytest.raises(ValueError, match="select_best 'ndcg@5'"):
     dataclasses.replace(config, eval=config_lib.EvalConfig(
         ks=(1, 10), every_steps=10, select_best="ndcg@5")).validate()

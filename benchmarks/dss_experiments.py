@@ -1,0 +1,279 @@
+r"""DSS's own experiments on amazon_beauty: Table 2's ablation and section 4.3's robustness.
+
+    python benchmarks/dss_experiments.py --experiment=ablation --seeds=0,1,2
+    python benchmarks/dss_experiments.py --experiment=robustness --noise=0.1,0.2,0.3,0.4,0.5
+
+Both train with the trainer library at the S3-Rec protocol's settings (preset `s3rec`:
+Adam 1e-3, batch 256, length 50, D 64, full softmax; `--epochs` passes over the
+model's training windows, the checkpoint with the best valid NDCG@10 tested), on the
+leave-last-one-out split of ../shared/data/amazon_beauty (`--shared_dir`), and report
+each run under two protocols:
+
+- full ranking over all 12,101 items with the history masked (the project's protocol,
+  docs/evaluation.md): HR@10, NDCG@10;
+- the paper's (section 4.1, after BERT4Rec): the test item ranked among 100 negatives
+  drawn by popularity (training counts) from the items the user has not interacted
+  with: Recall@1/5/10, NDCG@5/10, MRR. Computed from the run's export (its serving
+  signature and candidates), so it scores exactly what is served; ties pessimistic.
+
+`ablation`: DSS, DSS without seq2seq (Table 2 variant 1), DSS reconstructing the next
+3 items one by one (variant 3) and every future item one by one (variant 2), and the
+`sasrec` baseline, per seed.
+
+`robustness` (Figure 4): the training clicks of each user (all but the last two, the
+validation and test targets) are replaced with uniformly drawn items with probability
+`--noise`; DSS and DSS without seq2seq are trained on each corrupted copy and their
+full-ranking NDCG@10 is divided by the clean one. The plot goes to `--plot`.
+
+Results: `--work_dir`/dss_ablation.json or dss_robustness.json; docs/dss.md.
+"""
+
+import dataclasses
+import json
+import math
+import os
+from typing import Dict, List
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+
+from common import files
+from common import names
+from input_pipeline import data_spec
+from input_pipeline import prepare
+from retrieval import requests
+from trainer import config as config_lib
+import tensorflow as tf  # pylint: disable=g-bad-import-order  (after our packages: Keras 2)
+
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATASET = "amazon_beauty"
+BEAUTY_FILES = ("Beauty.txt", "Beauty_item2attributes.json")
+# Table 2 of the paper: the method and its variants, as `dss` model parameters.
+VARIANTS = {
+    "dss": {},
+    "dss_no_seq2seq": {"seq2seq": "none"},
+    "dss_next_3_items": {"seq2seq": "next_items", "reconstruct_items": 3},
+    "dss_all_future_items": {"seq2seq": "next_items", "reconstruct_items": 50},
+}
+PAPER_TABLE_2 = {  # Beauty (BERT4Rec's processing), 100 popularity-sampled negatives
+    "dss": (0.1522, 0.3225, 0.4171, 0.2404, 0.2709, 0.2448),
+    "dss_no_seq2seq": (0.1358, 0.3002, 0.3891, 0.2369, 0.2675, 0.2420),
+    "dss_all_future_items": (0.1071, 0.2709, 0.3744, 0.1916, 0.2251, 0.1992),
+    "dss_next_3_items": (0.1202, 0.2914, 0.3898, 0.2084, 0.2403, 0.2139),
+}
+SAMPLED_METRICS = ("recall@1", "recall@5", "recall@10", "ndcg@5", "ndcg@10", "mrr")
+
+_EXPERIMENT = flags.DEFINE_enum("experiment", "ablation", ["ablation", "robustness"],
+                                "Which experiment.")
+_SHARED_DIR = flags.DEFINE_string(
+    "shared_dir", os.environ.get("DCG_SHARED_DIR", os.path.join(os.path.dirname(_REPO_ROOT), "shared")),
+    "Folder holding data/amazon_beauty/ (read-only).")
+_WORK_DIR = flags.DEFINE_string("work_dir", os.path.join(_REPO_ROOT, "runs", "dss"),
+                                "Prepared data, runs and results go here.")
+_SEEDS = flags.DEFINE_list("seeds", ["0"], "Training seeds.")
+_EPOCHS = flags.DEFINE_float("epochs", 60.0, "Passes over the training windows.")
+_EVAL_EVERY_EPOCHS = flags.DEFINE_float("eval_every_epochs", 5.0, "Valid evaluations.")
+_PATIENCE = flags.DEFINE_integer("patience", 5, "Valid evaluations without improvement "
+                                 "before a run stops.")
+_VARIANTS = flags.DEFINE_list("variants", list(VARIANTS) + ["sasrec"], "ablation: runs.")
+_NOISE = flags.DEFINE_list("noise", ["0.1", "0.2", "0.3", "0.4", "0.5"],
+                           "robustness: fractions of training clicks replaced.")
+_NUM_NEGATIVES = flags.DEFINE_integer("sampled_negatives", 100, "The paper's protocol.")
+_MODEL_PARAM = flags.DEFINE_multi_string("model_param", [], "NAME=VALUE for every dss run.")
+_PLOT = flags.DEFINE_string("plot", os.path.join(_REPO_ROOT, "docs", "dss_robustness.png"),
+                            "robustness: the figure.")
+
+
+def prepared(name: str, source_dir: str) -> str:
+  data_dir = os.path.join(_WORK_DIR.value, "data", name)
+  if not os.path.exists(os.path.join(data_dir, "stats.json")):
+    prepare.prepare_dataset(prepare.PrepareConfig(output_dir=data_dir, dataset=DATASET,
+                                                  input_path=source_dir))
+  return data_dir
+
+
+def corrupted_copy(noise: float, seed: int = 0) -> str:
+  """Beauty.txt with each training click replaced by a uniform item with prob `noise`."""
+  source = os.path.join(_SHARED_DIR.value, "data", DATASET)
+  folder = os.path.join(_WORK_DIR.value, "raw", f"noise_{noise:g}")
+  if not os.path.exists(os.path.join(folder, BEAUTY_FILES[0])):
+    rng = np.random.default_rng(seed)
+    with open(os.path.join(source, BEAUTY_FILES[0])) as f:
+      lines = [line.split() for line in f if line.strip()]
+    catalog = sorted({item for line in lines for item in line[1:]})
+    corrupted = []
+    for user, *items in lines:
+      training = len(items) - 2  # the last two are the validation and test targets
+      replace = rng.random(len(items)) < noise
+      replace[max(training, 0):] = False
+      items = [catalog[rng.integers(len(catalog))] if r else item
+               for item, r in zip(items, replace)]
+      corrupted.append(" ".join([user] + items))
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, BEAUTY_FILES[0]), "w") as f:
+      f.write("\n".join(corrupted) + "\n")
+    with open(os.path.join(source, BEAUTY_FILES[1])) as src, \
+        open(os.path.join(folder, BEAUTY_FILES[1]), "w") as dst:
+      dst.write(src.read())
+  return prepared(f"beauty_noise_{noise:g}", folder)
+
+
+def train(model: str, overrides: Dict[str, str], data_dir: str, run: str,
+          seed: int) -> Dict[str, object]:
+  """One run at the s3rec preset with validation selection; returns its metrics.json."""
+  from trainer import loop  # pylint: disable=g-import-not-at-top  (heavy)
+
+  base = config_lib.s3rec()
+  config = dataclasses.replace(
+      base, model_dir=os.path.join(_WORK_DIR.value, "runs", run, f"seed_{seed}"),
+      data=dataclasses.replace(base.data, data_dir=data_dir),
+      model=config_lib.ModelConfig(model, {**base.model.overrides, **overrides}))
+  steps_per_epoch = loop.training_samples_per_epoch(config) / config.data.batch_size
+  eval_every = max(1, round(_EVAL_EVERY_EPOCHS.value * steps_per_epoch))
+  config = dataclasses.replace(
+      config,
+      schedule=dataclasses.replace(config.schedule, seed=seed, log_every=min(eval_every, 100),
+                                   train_steps=math.ceil(_EPOCHS.value * steps_per_epoch)),
+      checkpoint=dataclasses.replace(config.checkpoint, every_steps=eval_every),
+      eval=dataclasses.replace(config.eval, ks=(10, 20), every_steps=eval_every,
+                               select_best="ndcg@10", patience=_PATIENCE.value))
+  logging.info("training %s (%s) seed %d: %d steps into %s", run, overrides, seed,
+               config.schedule.train_steps, config.model_dir)
+  return loop.train_and_evaluate(config)
+
+
+def sampled_protocol(export_dir: str, data_dir: str, seed: int) -> Dict[str, float]:
+  """The paper's protocol: the test item among `--sampled_negatives` popularity-drawn items."""
+  data = data_spec.read(data_dir)
+  loaded = tf.saved_model.load(export_dir)
+  serve = loaded.signatures[names.SERVING_SIGNATURE]
+  items = loaded.signatures[names.CANDIDATES_SIGNATURE]()
+  embeddings, bias = items[names.EMBEDDINGS].numpy(), items[names.ITEM_BIAS].numpy()
+  index = {raw: i for i, raw in enumerate(data.item_ids)}
+  users = [u for u in requests.test_users(data_dir, data.stats["splits"]["test"]["num_users"])
+           if u.history and u.targets]
+  popularity = data.item_counts / data.item_counts.sum()
+  rng = np.random.default_rng(seed)
+  ranks = []
+  for start in range(0, len(users), 512):
+    batch = users[start:start + 512]
+    inputs = requests.to_inputs(batch, serve.structured_input_signature[1])
+    vectors = serve(**{k: tf.constant(v) for k, v in inputs.items()})[names.USER_VECTORS].numpy()
+    for user, user_vectors in zip(batch, vectors):
+      target = index[user.targets[0]]
+      seen = {index[i] for i in user.history} | {target}
+      allowed = popularity.copy()
+      allowed[list(seen)] = 0
+      negatives = rng.choice(len(allowed), size=_NUM_NEGATIVES.value, replace=False,
+                             p=allowed / allowed.sum())
+      candidates = np.concatenate([[target], negatives])
+      scores = (user_vectors @ embeddings[candidates].T).max(axis=0) + bias[candidates]
+      ranks.append(int((scores[1:] >= scores[0]).sum()))  # pessimistic ties
+  ranks = np.array(ranks)
+  dcg = lambda k: np.where(ranks < k, 1 / np.log2(ranks + 2), 0).mean()
+  return {"recall@1": float((ranks < 1).mean()), "recall@5": float((ranks < 5).mean()),
+          "recall@10": float((ranks < 10).mean()), "ndcg@5": float(dcg(5)),
+          "ndcg@10": float(dcg(10)), "mrr": float((1 / (ranks + 1)).mean()),
+          "users": len(ranks)}
+
+
+def run_once(model: str, overrides, data_dir: str, run: str, seed: int) -> Dict[str, object]:
+  result = train(model, overrides, data_dir, run, seed)
+  return {"seed": seed, "step": result["step"],
+          "full": {k: result["metrics"][k] for k in ("hr@10", "ndcg@10", "hr@20", "ndcg@20")},
+          "valid_ndcg@10": result["valid"]["metrics"]["ndcg@10"],
+          "sampled": sampled_protocol(result["export_dir"], data_dir, seed)}
+
+
+def model_params() -> Dict[str, str]:
+  params = {}
+  for entry in _MODEL_PARAM.value:
+    name, _, value = entry.partition("=")
+    params[name] = value
+  return params
+
+
+def ablation() -> Dict[str, List[Dict[str, object]]]:
+  data_dir = prepared(DATASET, os.path.join(_SHARED_DIR.value, "data", DATASET))
+  results = {}
+  for variant in _VARIANTS.value:
+    model = "sasrec" if variant == "sasrec" else "dss"
+    overrides = {} if model == "sasrec" else {**model_params(), **VARIANTS[variant]}
+    results[variant] = [run_once(model, overrides, data_dir, variant, int(seed))
+                        for seed in _SEEDS.value]
+  return results
+
+
+def _mean(runs, protocol, metric):
+  return float(np.mean([run[protocol][metric] for run in runs]))
+
+
+def format_ablation(results) -> str:
+  lines = ["| variant | HR@10 | NDCG@10 (full ranking) | " +
+           " | ".join(m.replace("recall", "Recall").replace("ndcg", "NDCG").replace("mrr", "MRR")
+                      for m in SAMPLED_METRICS) + " (100 sampled) | paper Recall@10 / NDCG@10 |",
+           "|---|---|---|" + "---|" * len(SAMPLED_METRICS) + "---|"]
+  for variant, runs in results.items():
+    paper = PAPER_TABLE_2.get(variant)
+    lines.append(f"| {variant} | {_mean(runs, 'full', 'hr@10'):.4f} | "
+                 f"{_mean(runs, 'full', 'ndcg@10'):.4f} | " +
+                 " | ".join(f"{_mean(runs, 'sampled', m):.4f}" for m in SAMPLED_METRICS) +
+                 f" | {f'{paper[2]:.4f} / {paper[4]:.4f}' if paper else ''} |")
+  return "\n".join(lines)
+
+
+def robustness() -> Dict[str, Dict[str, List[Dict[str, object]]]]:
+  levels = [0.0] + [float(n) for n in _NOISE.value]
+  results = {}
+  for noise in levels:
+    data_dir = (prepared(DATASET, os.path.join(_SHARED_DIR.value, "data", DATASET))
+                if noise == 0 else corrupted_copy(noise))
+    results[f"{noise:g}"] = {
+        variant: [run_once("dss", {**model_params(), **VARIANTS[variant]}, data_dir,
+                           f"{variant}_noise_{noise:g}", int(seed)) for seed in _SEEDS.value]
+        for variant in ("dss", "dss_no_seq2seq")}
+  return results
+
+
+def plot_robustness(results, path: str) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top  (a benchmark-only dependency)
+  matplotlib.use("Agg")
+  from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
+
+  levels = sorted(results, key=float)
+  figure, axis = pyplot.subplots(figsize=(5, 3.5))
+  for variant, label in (("dss", "DSS (seq2item + seq2seq)"),
+                         ("dss_no_seq2seq", "seq2item only")):
+    clean = _mean(results["0"][variant], "full", "ndcg@10")
+    axis.plot([float(level) for level in levels],
+              [_mean(results[level][variant], "full", "ndcg@10") / clean for level in levels],
+              marker="o", label=label)
+  axis.set_xlabel("fraction of training clicks replaced by random items")
+  axis.set_ylabel("NDCG@10 / NDCG@10 on clean data")
+  axis.set_title("amazon_beauty, full ranking")
+  axis.grid(alpha=0.3)
+  axis.legend()
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if _EXPERIMENT.value == "ablation":
+    results = ablation()
+    print(format_ablation(results))
+  else:
+    results = robustness()
+    plot_robustness(results, _PLOT.value)
+    print(f"plot: {_PLOT.value}")
+  path = os.path.join(_WORK_DIR.value, f"dss_{_EXPERIMENT.value}.json")
+  files.write_json(path, results)
+  print(json.dumps(results, indent=1)[:4000])
+  print(f"written to {path}")
+
+
+if __name__ == "__main__":
+  app.run(main)
