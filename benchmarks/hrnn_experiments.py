@@ -62,6 +62,7 @@ from input_pipeline import popularity
 from input_pipeline import prepare
 from input_pipeline import samples
 from input_pipeline import schema
+from input_pipeline import synthetic
 from input_pipeline.splits import SplitConfig
 from trainer import config as config_lib
 from trainer import evaluation
@@ -174,6 +175,20 @@ def train(run_dir: str, data_dir: str, overrides: Dict[str, Any], *, epochs: flo
   result = loop.train_and_evaluate(config)
   result["train_steps"] = steps
   return result
+
+
+def restore(run_dir: str, overrides: Dict[str, Any], data: data_spec_lib.DataSpec,
+            max_length: int = 32):
+  """The hrnn_meta model of `run_dir`'s latest checkpoint."""
+  from models import registry  # pylint: disable=g-import-not-at-top
+
+  model_config = config_lib.build_model_config(config_lib.ModelConfig("hrnn_meta", overrides),
+                                               max_length=max_length)
+  model = registry.lookup("hrnn_meta").model_class(model_config, data=data)
+  model.create_variables()
+  tf.train.Checkpoint(model=model).restore(
+      tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))).expect_partial()
+  return model
 
 
 def mean_over(runs: List[Dict[str, float]]) -> Dict[str, float]:
@@ -342,8 +357,6 @@ def cold_start() -> None:
             "precision@25": result_metrics["precision@25"], "ndcg@5": result_metrics["ndcg@5"],
             "ndcg@25": result_metrics["ndcg@25"], "recall@25": result_metrics["recall@25"]}
 
-  from models import registry  # pylint: disable=g-import-not-at-top
-
   record = {"setting": f"ML-100K, {int(cold.sum())} of {data.num_items} items held out (no "
                        f"training event); targets: every test-split event on them, ranked "
                        f"among them; {_ABLATION_EPOCHS.value:g} epochs", "rows": {}}
@@ -354,12 +367,7 @@ def cold_start() -> None:
       run_dir = os.path.join(_WORK_DIR.value, "cold_start", str(len(runs) + 10 * len(
           record["rows"])), f"seed_{seed}")
       train(run_dir, data_dir, {**shared, **overrides}, epochs=_ABLATION_EPOCHS.value, seed=seed)
-      model_config = config_lib.build_model_config(
-          config_lib.ModelConfig("hrnn_meta", {**shared, **overrides}), max_length=32)
-      model = registry.lookup("hrnn_meta").model_class(model_config, data=data)
-      model.create_variables()
-      tf.train.Checkpoint(model=model).restore(
-          tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))).expect_partial()
+      model = restore(run_dir, {**shared, **overrides}, data)
       test = dataset_lib.make_dataset(dataset_lib.eval_config(data_dir, "test", batch_size=512),
                                       model.sample_spec(), data)
       evaluate = evaluation.model_evaluator(model, protocol=data.protocol, ks=ks,
@@ -497,10 +505,66 @@ def sessions() -> None:
                      epochs=_SESSION_EPOCHS.value, seed=seed, batch_size=32, ks=(20,))
       runs.append(result["metrics"])
     record["rows"][name] = mean_over(runs)
+  record["synthetic"] = session_starts()
   write("sessions", record)
   for name, m in record["rows"].items():
     print(f"{name:24s} MRR@20 {m['mrr@20']:.4f} HR@20 {m['hr@20']:.4f} NDCG@20 {m['ndcg@20']:.4f} "
           f"PPL {m['perplexity']:.1f}")
+  for name, by_subset in record["synthetic"]["rows"].items():
+    for subset, m in by_subset.items():
+      print(f"synthetic {name:22s} {subset:15s} HR@20 {m['hr@20']:.4f} NDCG@20 "
+            f"{m['ndcg@20']:.4f} PPL {m['perplexity']:.1f}")
+
+
+def session_starts() -> Dict[str, Any]:
+  """The session control where it matters: targets that open a session, and the others.
+
+  The synthetic log's users have sessions (seconds to minutes apart within, about a day
+  and a half between), each on one of the user's interests, a new interest now and
+  then: the first click of a session is where the session bit and the gap should help.
+  Leave-last-one-out; the test users are split by whether their target comes more than
+  `session_gap` (one hour) after their last input event.
+  """
+  from models import hrnn_meta  # pylint: disable=g-import-not-at-top
+
+  data_dir = os.path.join(_WORK_DIR.value, "data", "synthetic_sessions")
+  if not os.path.exists(os.path.join(data_dir, schema.STATS_FILE)):
+    prepare.prepare_dataset(prepare.PrepareConfig(
+        output_dir=data_dir, synthetic=synthetic.SyntheticConfig(
+            num_users=1500, num_items=1000, num_events=45_000, num_categories=20)))
+  data = data_spec_lib.read(data_dir)
+  shared = {"embedding_dim": 64, "hidden_dim": 100}
+  pad = data.pad_id
+
+  def subset(dataset, starts: bool):
+    def keep(features):
+      gap = features[names.REQUEST_TIME] - tf.gather(
+          features[names.HISTORY_TIMESTAMPS], features[names.HISTORY_LENGTH] - 1, batch_dims=1)
+      chosen = (gap > 3600) == starts
+      targets = features[names.EVAL_TARGETS]
+      return {**features, names.EVAL_TARGETS: tf.where(chosen[:, tf.newaxis], targets,
+                                                       tf.constant(pad, targets.dtype))}
+    return dataset.map(keep)
+
+  record = {"setting": "synthetic log (1,500 users, 1,000 items, 45,000 clicks in sessions), "
+                       f"leave-last-one-out, D 64, 100 units, batch 32, "
+                       f"{_SESSION_EPOCHS.value / 3:g} epochs", "rows": {}}
+  for name, overrides in (("GRU", {"use_time": False}), ("HRNN (time controls)", {})):
+    runs = {"session start": [], "within session": []}
+    for seed in seeds():
+      run_dir = os.path.join(_WORK_DIR.value, "session_starts", name.split()[0], f"seed_{seed}")
+      train(run_dir, data_dir, {**shared, **overrides}, epochs=_SESSION_EPOCHS.value / 3,
+            seed=seed, batch_size=32, ks=(20,))
+      model = restore(run_dir, {**shared, **overrides}, data)
+      with_times = hrnn_meta.HRNNMeta(hrnn_meta.HRNNMetaConfig(**shared), data=data).sample_spec()
+      test = dataset_lib.make_dataset(dataset_lib.eval_config(data_dir, "test", batch_size=512),
+                                      with_times, data)  # the GRU ignores the extra inputs
+      evaluate = evaluation.model_evaluator(model, protocol=data.protocol, ks=(20,))
+      for key, starts in (("session start", True), ("within session", False)):
+        result = evaluate(subset(test, starts))
+        runs[key].append({**result.metrics, "users": result.num_users})
+    record["rows"][name] = {key: mean_over(value) for key, value in runs.items()}
+  return record
 
 
 # Throughput.

@@ -102,6 +102,17 @@ def report(work_dir: str, quality_dir: str) -> None:
       out.append(f"| {name} | {m['mrr@20']:.4f} | {m['hr@20']:.4f} | {m['ndcg@20']:.4f} | "
                  f"{m['perplexity']:.1f} | {paper} |")
     out.append("")
+    synthetic = record.get("synthetic")
+    if synthetic:
+      out += [f"Where the session control matters: {synthetic['setting']}; the test users split by "
+              f"whether their target opens a session (more than an hour after their last "
+              f"event).\n", "| model | targets | users | HR@20 | NDCG@20 | PPL |",
+              "|---|---|---|---|---|---|"]
+      for name, by_subset in synthetic["rows"].items():
+        for subset, m in by_subset.items():
+          out.append(f"| {name} | {subset} | {m['users']:.0f} | {m['hr@20']:.4f} | "
+                     f"{m['ndcg@20']:.4f} | {m['perplexity']:.1f} |")
+      out.append("")
   record = load("retrain")
   if record:
     out += [f"### Figure 5: retraining with item trend correction\n\n{record['setting']}; means "
