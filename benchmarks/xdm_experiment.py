@@ -223,23 +223,44 @@ def data_dir(name: str) -> str:
   return path
 
 
-def unclicked_target_share(data: data_spec_lib.DataSpec, split: str = "test") -> Dict[str, float]:
-  """How often a test target is among the user's unclicked items shown before the request,
-  and how often it was clicked before (masked by the evaluation, so never a hit)."""
+def unclicked_baseline(data: data_spec_lib.DataSpec, split: str = "test") -> Dict[str, float]:
+  """A heuristic without training: each user's unclicked items, latest shown first.
+
+  The ranked list is the distinct items shown before the request (the evaluation's own
+  `Unclicked` feature), newest exposure first, the input history masked as the
+  evaluator masks it ("all"); nothing else is ranked. The metrics follow
+  `trainer/evaluation.py`'s definitions. Also returned: the share of targets that
+  were shown before (`in_unclicked`) and that were clicked before (`clicked_before`,
+  masked, so never a hit for any model).
+  """
   spec = samples.SampleSpec(features=(samples.History(10**6), samples.Unclicked(max_items=10**6)),
                             training=samples.AllPrefixes())
-  shown = clicked = targets = 0
+  sums = dict.fromkeys(COLUMNS, 0.0)
+  shown = clicked = targets = users = 0
   for batch in dataset_lib.make_dataset(dataset_lib.eval_config(data.data_dir, split), spec, data):
     for row_targets, row_unclicked, row_history in zip(
         batch[names.EVAL_TARGETS].numpy(), batch[names.UNCLICKED].numpy(),
         batch[names.EVAL_EXCLUDE].numpy()):
-      unclicked, history = set(row_unclicked.tolist()), set(row_history.tolist())
-      for target in row_targets[row_targets < data.num_items].tolist():
-        targets += 1
-        shown += target in unclicked
-        clicked += target in history
-  return {"targets": targets, "in_unclicked": shown / max(targets, 1),
-          "clicked_before": clicked / max(targets, 1)}
+      history = set(row_history.tolist())
+      ranked = [i for i in dict.fromkeys(row_unclicked.tolist())
+                if i < data.num_items and i not in history]
+      relevant = set(row_targets[row_targets < data.num_items].tolist())
+      if not relevant:
+        continue
+      users += 1
+      targets += len(relevant)
+      shown += len(relevant & set(row_unclicked.tolist()))
+      clicked += len(relevant & history)
+      hits = {k: sum(1 for i in ranked[:k] if i in relevant) for k in KS}
+      first = next((rank for rank, i in enumerate(ranked) if i in relevant), None)
+      sums["hr@50"] += hits[50] > 0
+      sums["hr@80"] += hits[80] > 0
+      sums["recall@50"] += hits[50] / len(relevant)
+      sums["f1@50"] += 2 * hits[50] / (len(relevant) + 50)
+      sums["mrr@50"] += 1 / (first + 1) if first is not None and first < 50 else 0.0
+  return {"users": users, "targets": targets, "in_unclicked": shown / max(targets, 1),
+          "clicked_before": clicked / max(targets, 1),
+          "metrics": {c: v / max(users, 1) for c, v in sums.items()}}
 
 
 # Runs.
@@ -508,7 +529,7 @@ def report() -> str:
   for dataset in DATASETS:
     path = os.path.join(_WORK_DIR.value, "data", dataset)
     if os.path.exists(os.path.join(path, schema.STATS_FILE)):
-      shares[dataset] = unclicked_target_share(data_spec_lib.read(path))
+      shares[dataset] = unclicked_baseline(data_spec_lib.read(path))
   files.write_json(os.path.join(_WORK_DIR.value, "xdm_experiment.json"),
                    {"results": results, "targets": shares})
   parts = []
@@ -518,10 +539,14 @@ def report() -> str:
                  + "\n\nTable 3:\n\n" + format_table(dataset, by_model, TABLE3)
                  + "\n\nEvery seed:\n\n" + format_seeds(dataset, by_model))
     if dataset in shares:
-      parts.append(f"{dataset} test targets: {shares[dataset]['targets']}, "
-                   f"{100 * shares[dataset]['in_unclicked']:.1f}% among the user's unclicked items "
-                   f"shown before the request, {100 * shares[dataset]['clicked_before']:.1f}% "
-                   f"clicked before (masked).")
+      share = shares[dataset]
+      parts.append(
+          f"{dataset} test: {share['users']} users, {share['targets']} targets; "
+          f"{100 * share['in_unclicked']:.1f}% of the targets were shown to the user before "
+          f"the request and not clicked, {100 * share['clicked_before']:.1f}% clicked before "
+          f"(masked: never a hit). The heuristic 'the unclicked items, latest first' "
+          f"(no training): " + ", ".join(f"{c.upper()} {100 * share['metrics'][c]:.2f}"
+                                         for c in COLUMNS) + ".")
   if _PLOT.value and results:
     plot(results, _PLOT.value)
     parts.append(f"plot: {_PLOT.value}")
