@@ -42,7 +42,8 @@ class ItemFieldEmbedding(tf_keras.layers.Layer):
   have none) with the matching mean weights (1 / count, 0 at padding), part of every
   traced function and export. `call` embeds each distinct id of the batch once (an
   unclicked sequence of 100 items repeats many), with one gather per field and no
-  one-hot over fields.
+  one-hot over fields. Lookups go through `tf.nn.embedding_lookup`, which also takes
+  the sharded variable of ParameterServerStrategy.
 
   Attributes:
     num_fields: F, the data set's item-feature fields (0: none).
@@ -102,18 +103,17 @@ class ItemFieldEmbedding(tf_keras.layers.Layer):
     """
     if not self.built:
       self.build()
-    embeddings = tf.convert_to_tensor(self.embeddings)
-    return [(tf.gather(embeddings, tf.gather(table, ids)), tf.gather(weights, ids) > 0)
+    return [(tf.nn.embedding_lookup(self.embeddings, tf.gather(table, ids)),
+             tf.gather(weights, ids) > 0)
             for table, weights in zip(self._tables, self._weights)]
 
   def call(self, ids):
     """`[...]` item ids -> `[..., num_fields, dim]` per-field mean embeddings."""
     if not self.built:
       self.build()
-    embeddings = tf.convert_to_tensor(self.embeddings)
     unique, index = tf.unique(tf.reshape(ids, [-1]))
     means = [tf.einsum("uw,uwd->ud", tf.gather(weights, unique),
-                       tf.gather(embeddings, tf.gather(table, unique)))
+                       tf.nn.embedding_lookup(self.embeddings, tf.gather(table, unique)))
              for table, weights in zip(self._tables, self._weights)]
     fields = tf.gather(tf.stack(means, axis=1), index)  # [n, F, dim]
     return tf.reshape(fields, tf.concat([tf.shape(ids), [self.num_fields, self.dim]], axis=0))
@@ -170,7 +170,7 @@ class UserProfileEmbedding(tf_keras.layers.Layer):
     if user_features is None:
       raise ValueError("This data set has user features: pass the batch's USER_FEATURES "
                        "(samples.UserFeatures()) to UserProfileEmbedding.")
-    vectors = tf.gather(tf.convert_to_tensor(self.embeddings), user_features)  # [B, n, D]
+    vectors = tf.nn.embedding_lookup(self.embeddings, user_features)  # [B, n, D]
     in_field = tf.one_hot(tf.gather(self._field_of, user_features), self.num_fields,
                           on_value=True, off_value=False, dtype=tf.bool)  # [B, n, G]
     means = pooling.masked_mean(vectors[:, tf.newaxis, :, :],
