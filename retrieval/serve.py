@@ -1,83 +1,31 @@
-r"""Loads a retrieval artifact and queries it with user requests.
+r"""Serves a retrieval artifact over HTTP, or queries it for one user from the command line.
 
-Library:
+    python -m retrieval.serve --artifact_dir=OUT --port=8501 [--model_name=NAME]
+    python -m retrieval.serve --artifact_dir=OUT --history=i3,i7,i1 [--top=10]
+    python -m retrieval.serve --artifact_dir=OUT --data_dir=DIR [--user_index=0]
 
-    searcher = serve.load_artifact("OUT/artifact")
-    [[(item_id, score), ...]] = searcher.query_histories([["i3", "i7", "i1"]])
-    searcher.query([requests.UserRequest.from_history(["i3"], user_features=["age=25"])])
+The first form starts the HTTP server of `retrieval/server.py` (TensorFlow Serving's REST
+API: POST /v1/models/NAME:predict, GET /v1/models/NAME, /healthz, /readyz), serving the
+newest version under OUT and switching to newer ones as they appear. The other two
+print one user's top items: `--history` (timestamps one hour apart unless
+--timestamps=t1,t2,...; --request_time, --user_features=age=25,gender=f for models
+that read them), or test user `--user_index` of a prepared data set, whose held-out
+items are marked. An empty or entirely unknown history gets the most popular items.
 
-Command line (prints the top-k raw item ids and scores of one user):
-
-    python -m retrieval.serve --artifact_dir=OUT/artifact --history=i3,i7,i1 [--top=10]
-    python -m retrieval.serve --artifact_dir=OUT/artifact --data_dir=DIR [--user_index=0]
-
-The second form queries with one test user of a prepared data set (its input history
-and whatever else the model reads) and marks that user's held-out items in the list.
-
-The artifact takes what its model declared (docs/retrieval.md): timestamps default to
-one hour apart (--timestamps=t1,t2,... in unix seconds), the request time to an hour
-after the last event (--request_time), user features and impressions to none
-(--user_features=age=25,gender=f). An empty or entirely unknown history gets the most
-popular items.
+`--artifact_dir` is the index job's OUTPUT_DIR, its `artifact/` base path, or one
+version's directory (served as is, never switched). The library behind both forms is
+`retrieval/searcher.py` (`load_artifact` is re-exported here for scripts).
 """
-
-import json
-import os
-from typing import List, Sequence, Tuple
 
 from absl import app
 from absl import flags
 
 from common import cli  # before TensorFlow is imported: quiets its C++ start-up logs
-from common import names
-from retrieval import artifact as artifact_lib
 from retrieval import requests
-from retrieval import versions
-import tensorflow as tf  # pylint: disable=g-bad-import-order
+from retrieval import searcher as searcher_lib
+from retrieval import server
 
-# Importing the ScaNN ops registers the kernels that artifacts with a ScaNN index need.
-from scann.scann_ops.py import scann_ops  # noqa: F401  pylint: disable=unused-import,g-bad-import-order
-
-
-class Searcher:
-  """A loaded artifact: `query` users, get top-k raw item ids and scores."""
-
-  def __init__(self, artifact_dir: str):
-    self.path = versions.resolve(artifact_dir)
-    self._loaded = artifact_lib.load_saved_model(
-        self.path, "Build the artifact again with `python -m retrieval.index_main`.")
-    self._serve = self._loaded.signatures[artifact_lib.SERVING_SIGNATURE]
-    with open(os.path.join(self.path, artifact_lib.ARTIFACT_META_FILE)) as f:
-      self.meta = json.load(f)
-    self.k = self.meta["k"]
-
-  @property
-  def inputs(self) -> List[str]:
-    """The request fields the artifact's model reads."""
-    return sorted(self._serve.structured_input_signature[1])
-
-  def query(self, users: Sequence[requests.UserRequest]) -> List[List[Tuple[str, float]]]:
-    """Top-k items of each user, as `(raw_item_id, score)` pairs by descending score."""
-    if not users:
-      raise ValueError("query needs at least one user.")
-    inputs = requests.to_inputs(users, self._serve.structured_input_signature[1])
-    out = self._serve(**{name: tf.constant(value) for name, value in inputs.items()})
-    return [[(i.decode(), float(s)) for i, s in zip(row_ids, row_scores)]
-            for row_ids, row_scores in zip(out[names.ITEM_IDS].numpy(),
-                                           out[names.SCORES].numpy())]
-
-  def query_histories(self, histories: Sequence[Sequence[str]],
-                      timestamps=None) -> List[List[Tuple[str, float]]]:
-    """`query` for plain histories (timestamps one hour apart unless given)."""
-    timestamps = timestamps or [None] * len(histories)
-    if len(timestamps) != len(histories):
-      raise ValueError(f"{len(histories)} histories but {len(timestamps)} timestamp lists.")
-    return self.query([requests.UserRequest.from_history(h, t)
-                       for h, t in zip(histories, timestamps)])
-
-
-def load_artifact(artifact_dir: str) -> Searcher:
-  return Searcher(artifact_dir)
+load_artifact = searcher_lib.load_artifact
 
 
 def test_user(data_dir: str, user_index: int = 0) -> requests.UserRequest:
@@ -90,12 +38,7 @@ def test_user(data_dir: str, user_index: int = 0) -> requests.UserRequest:
   return users[0]
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  args = flags.FLAGS
-  if (args.history is None) == (args.data_dir is None):
-    raise app.UsageError("Give exactly one of --history and --data_dir.")
+def _print_one_user(args) -> None:
   if args.data_dir is not None:
     user = test_user(args.data_dir, args.user_index)
     print(f"Test user {user.user_id}: {len(user.history)} history items, last ones "
@@ -110,17 +53,55 @@ def main(argv):
     print(f"{rank}\t{item_id}\t{score:.6f}{mark}")
 
 
+def _serve_http(args) -> None:
+  config = server.ServerConfig(
+      model_name=args.model_name, max_batch_size=args.max_batch_size,
+      max_list_length=args.max_list_length, max_body_bytes=args.max_body_bytes,
+      num_batch_threads=args.num_batch_threads, poll_seconds=args.poll_seconds)
+  manager = server.ModelManager(args.artifact_dir)
+  manager.sync()  # the first version loads before the port opens; errors end the program
+  server.serve_forever(manager, config, args.host, args.port)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  args = flags.FLAGS
+  if args.history is not None and args.data_dir is not None:
+    raise app.UsageError("Give at most one of --history and --data_dir (neither: serve HTTP).")
+  if args.history is not None or args.data_dir is not None:
+    _print_one_user(args)
+  else:
+    _serve_http(args)
+
+
 def run():
   # Defined here, not at import, so that importing the library defines no flags.
-  flags.DEFINE_string("artifact_dir", None, "OUT/artifact or the index job's OUT.")
-  flags.DEFINE_list("history", None, "Raw item ids, oldest first.")
+  defaults = server.ServerConfig()
+  flags.DEFINE_string("artifact_dir", None, "The index job's OUTPUT_DIR, its artifact/ base "
+                      "path (newest version, switching to newer ones) or one version.")
+  flags.DEFINE_integer("port", 8501, "HTTP port (8501: TF Serving's REST port; 0: any free).")
+  flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0 in a container).")
+  flags.DEFINE_string("model_name", None, "NAME in /v1/models/NAME (default: the artifact's "
+                      "model name).")
+  flags.DEFINE_integer("max_batch_size", defaults.max_batch_size,
+                       "Most users per request and per call of the artifact.")
+  flags.DEFINE_integer("max_list_length", defaults.max_list_length,
+                       "Most entries in one user's history (or other list input).")
+  flags.DEFINE_integer("max_body_bytes", defaults.max_body_bytes, "Largest request body.")
+  flags.DEFINE_integer("num_batch_threads", defaults.num_batch_threads,
+                       "Calls of the artifact that may run at once.")
+  flags.DEFINE_float("poll_seconds", defaults.poll_seconds,
+                     "How often to look for a new artifact version (0: only on :reload).")
+  flags.DEFINE_list("history", None, "Instead of serving: print the top items of this history "
+                    "(raw item ids, oldest first).")
   flags.DEFINE_list("timestamps", None, "Unix seconds aligned with --history.")
   flags.DEFINE_integer("request_time", None, "Unix seconds of the request (models that read "
                        "it); default an hour after the last event.")
   flags.DEFINE_list("user_features", None, "Raw user feature names, e.g. age=25,gender=f "
                     "(models that read them).")
-  flags.DEFINE_string("data_dir", None, "Instead of --history: a prepared data set whose "
-                      "test user --user_index is queried.")
+  flags.DEFINE_string("data_dir", None, "Instead of serving: print the top items of test user "
+                      "--user_index of this prepared data set.")
   flags.DEFINE_integer("user_index", 0, "Which test user of --data_dir (file order).")
   flags.DEFINE_integer("top", 10, "Print only the first N of the k items.")
   flags.mark_flags_as_required(["artifact_dir"])
