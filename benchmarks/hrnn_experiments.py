@@ -103,6 +103,10 @@ _THROUGHPUT_SECONDS = flags.DEFINE_float("throughput_seconds", 20.0,
 _QUALITY_DIR = flags.DEFINE_string("quality_dir", os.path.join(_REPO_ROOT, "runs", "hrnn_quality"),
                                    "report: where benchmarks/quality.py wrote hrnn_meta_*.json.")
 
+_BASELINE_DIR = flags.DEFINE_string(
+    "baseline_dir", os.path.join(_REPO_ROOT, "runs", "quality"),
+    "report: quality.py results files with gru4rec runs, shown beside HRNN-meta's.")
+
 KS = (5, 10, 20, 25, 50)
 
 
@@ -642,7 +646,7 @@ def retrain() -> None:
 
 
 def report() -> None:
-  hrnn_report.report(_WORK_DIR.value, _QUALITY_DIR.value)
+  hrnn_report.report(_WORK_DIR.value, _QUALITY_DIR.value, _BASELINE_DIR.value)
 
 
 def main(argv):

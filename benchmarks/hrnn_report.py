@@ -26,6 +26,57 @@ PAPER_TABLE6 = {"popular items": (0.001, 0.006, 0.002, 17683), "GRU": (0.301, 0.
                 "HRNN (time controls)": (0.314, 0.708, 0.464, 204)}
 
 
+# ../shared/BENCHMARKS.md, the S3-Rec table: (HR@10, NDCG@10, HR@20, NDCG@20).
+S3REC_ROWS = {
+    "amazon_beauty": {"GRU4Rec": (0.0283, 0.0137, 0.0479, 0.0187),
+                      "GRU4RecF": (0.0420, 0.0211, 0.0691, 0.0279),
+                      "SASRec": (0.0605, 0.0318, 0.0902, 0.0394)},
+    "amazon_toys": {"GRU4Rec": (0.0176, 0.0084, 0.0301, 0.0116),
+                    "GRU4RecF": (0.0427, 0.0230, 0.0671, 0.0292),
+                    "SASRec": (0.0675, 0.0374, 0.0941, 0.0441)},
+    "lastfm_hetrec_s3rec": {"GRU4Rec": (0.0367, 0.0187, 0.0606, None),
+                            "GRU4RecF": (0.0606, 0.0357, 0.0771, None),
+                            "SASRec": (0.0688, 0.0390, 0.0972, None)},
+}
+QUALITY_KEYS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20")
+
+
+def _quality_runs(folder: str, model: str) -> Dict[str, list]:
+  """`{data set: [run, ...]}` of `model` in every quality.py results file of `folder`."""
+  found: Dict[str, list] = {}
+  for name in sorted(os.listdir(folder)) if folder and os.path.isdir(folder) else ():
+    if name.endswith(".json"):
+      for dataset, by_model in ((_load(os.path.join(folder, name)) or {}).get("runs") or {}).items():
+        if isinstance(by_model, dict):
+          found.setdefault(dataset, []).extend(by_model.get(model, []))
+  # A seed measured in several files (a re-run) counts once: the last file's.
+  return {dataset: list({run["seed"]: run for run in runs}.values())
+          for dataset, runs in found.items()}
+
+
+def _quality_table(quality_dir: str, baseline_dir: str) -> list:
+  """HRNN-meta's S3-Rec runs (seeds averaged) beside our gru4rec and the S3-Rec table."""
+  ours = _quality_runs(quality_dir, "hrnn_meta")
+  if not ours:
+    return []
+  baseline = _quality_runs(baseline_dir, "gru4rec")
+  out = ["### S3-Rec protocol (benchmarks/quality.py)\n",
+         "| data | model | seeds | HR@10 | NDCG@10 | HR@20 | NDCG@20 |", "|---|---|---|---|---|---|---|"]
+  for dataset, runs in ours.items():
+    rows = [("HRNN-meta (ours)", runs)]
+    if baseline.get(dataset):
+      rows.append(("gru4rec (ours)", baseline[dataset]))
+    for label, group in rows:
+      m = _mean([r["metrics"] for r in group])
+      seeds = ",".join(str(r["seed"]) for r in group)
+      out.append(f"| {dataset} | {label} | {seeds} | " +
+                 " | ".join(f"{m[k]:.4f}" for k in QUALITY_KEYS) + " |")
+    for label, values in S3REC_ROWS.get(dataset, {}).items():
+      out.append(f"| {dataset} | {label} (S3-Rec table) | | " +
+                 " | ".join("" if v is None else f"{v:.4f}" for v in values) + " |")
+  return out + [""]
+
+
 def _load(path: str) -> Optional[Dict[str, Any]]:
   if not os.path.exists(path):
     return None
@@ -33,7 +84,7 @@ def _load(path: str) -> Optional[Dict[str, Any]]:
     return json.load(f)
 
 
-def report(work_dir: str, quality_dir: str) -> None:
+def report(work_dir: str, quality_dir: str, baseline_dir: str = "") -> None:
   """Prints the markdown tables of docs/hrnn_meta.md from the JSON results found."""
   out = []
   load = lambda name: _load(os.path.join(work_dir, f"{name}.json"))
@@ -130,19 +181,7 @@ def report(work_dir: str, quality_dir: str) -> None:
       out.append(f"| {row['items']:,} | {row['softmax']} | {row['batch']} | {row['ms_per_step']:.0f} "
                  f"| {row['items_per_second']:,.0f} |")
     out.append("")
-  quality = {}
-  for name in sorted(os.listdir(quality_dir)) if os.path.isdir(quality_dir) else ():
-    if name.startswith("hrnn_meta") and name.endswith(".json"):
-      for dataset, runs in (_load(os.path.join(quality_dir, name)) or {}).get("runs", {}).items():
-        quality.setdefault(dataset, []).extend(runs.get("hrnn_meta", []))
-  if quality:
-    out += ["### S3-Rec protocol (benchmarks/quality.py)\n",
-            "| data | seeds | HR@10 | NDCG@10 | HR@20 | NDCG@20 |", "|---|---|---|---|---|---|"]
-    for dataset, runs in quality.items():
-      m = _mean([r["metrics"] for r in runs])
-      out.append(f"| {dataset} | {','.join(str(r['seed']) for r in runs)} | {m['hr@10']:.4f} | "
-                 f"{m['ndcg@10']:.4f} | {m['hr@20']:.4f} | {m['ndcg@20']:.4f} |")
-    out.append("")
+  out += _quality_table(quality_dir, baseline_dir)
   text = "\n".join(out) if out else "(no results found)"
   with open(os.path.join(work_dir, "report.md"), "w") as f:
     f.write(text + "\n")
