@@ -10,7 +10,7 @@ is `--model_name` (default: the artifact's model name):
     POST /v1/models/NAME:reload              {"version": V}: serve V and stay on it (rollback);
                                              {} or {"version": "latest"}: follow the newest
     GET  /healthz                            liveness: the process answers
-    GET  /readyz                             readiness: a version is loaded and served
+    GET  /readyz                             readiness: a version is served (its model and number)
 
 Errors are `{"error": "..."}` with a 4xx status for the client's mistakes (rest.py) and
 500 for the server's; either way the server keeps serving.
@@ -347,7 +347,7 @@ def create_app(manager: ModelManager, config: ServerConfig) -> applications.Star
     current = manager.current
     if current is None:
       return _error("No version loaded yet.", 503)
-    return responses.JSONResponse({"status": "ready", "version": current.version})
+    return responses.JSONResponse({"status": "ready", "model": name, "version": current.version})
 
   async def poll():
     loop = asyncio.get_running_loop()
@@ -382,10 +382,16 @@ def create_app(manager: ModelManager, config: ServerConfig) -> applications.Star
 
 
 def _bind(host: str, port: int) -> socket.socket:
-  sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+  # With the protocol named, asyncio sets TCP_NODELAY on accepted connections; without it
+  # every small response waited ~40 ms for a delayed ACK (Nagle's algorithm).
+  sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM,
+                       socket.IPPROTO_TCP)
   sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
   try:
     sock.bind((host, port))
+    # Listening now queues connections until Uvicorn accepts them, so the port may be
+    # announced before the server loop runs.
+    sock.listen(2048)
   except OSError as e:
     sock.close()
     raise ValueError(f"Cannot listen on {host}:{port} ({e.strerror}); choose another --port "
