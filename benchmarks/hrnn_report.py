@@ -108,7 +108,7 @@ def report(work_dir: str, quality_dir: str, baseline_dir: str = "") -> None:
       if name.endswith("(std)"):
         continue
       sd = record["rows"].get(name + " (std)", {})
-      spread = f" +- {sd['perplexity']:.1f}" if sd else ""
+      spread = f" +- {sd['perplexity']:.1f}" if sd and sd["perplexity"] > 0 else ""
       out.append(f"| {name} | {m['perplexity']:.1f}{spread} | {m['ndcg@25']:.4f} | "
                  f"{m['recall@25']:.4f} | {m['hr@10']:.4f} | {PAPER_TABLE1.get(name, '')} |")
     out.append("")
@@ -134,7 +134,8 @@ def report(work_dir: str, quality_dir: str, baseline_dir: str = "") -> None:
       out.append(f"| {delta:,} s | {m['top1_changed_vs_0s']:.3f} | {m['top10_overlap_vs_0s']:.3f} | "
                  f"{m['genre_overlap_with_last_item']:.3f} | {m['mean_popularity_share']:.5f} |")
     example = record["examples"][0]
-    out += ["", f"User {example['user']}, last items: " + "; ".join(example["last_items"]) + ".", "",
+    out += ["", f"User {example['user']} ({record.get('examples_rule', 'an example')}), last "
+            f"items: " + "; ".join(example["last_items"]) + ".", "",
             "| delay | top-1 | genres | popularity |", "|---|---|---|---|"]
     for delta, top in sorted(example["top1"].items(), key=lambda entry: int(entry[0])):
       out.append(f"| {int(delta):,} s | {top['title']} | {' '.join(top['genres'])} | "
