@@ -43,7 +43,7 @@ can score items from their features (section 2.3, eq 2):
   non-trainable variable, in training as at inference, so the learned scores are the
   residual affinity log(r / q). `set_trend(counts)` replaces it by a recent window's
   counts (`input_pipeline.popularity`) before evaluating or exporting; the retraining
-  experiment (`benchmarks/hrnn_experiments.py retrain`) does that for every window.
+  experiment (`benchmarks/hrnn_retraining.py`) does that for every window.
 
 Choices where the paper is silent:
 - Item id embeddings are shared by the input and the decoder (w_j = M_j), and w(f) is
