@@ -54,6 +54,8 @@ from retrieval import versions
 
 # TF Serving's version states (GetModelStatus).
 LOADING, AVAILABLE, END = "LOADING", "AVAILABLE", "END"
+# Kubernetes probes (cluster/serving.yaml): liveness and readiness.
+LIVENESS_PATH, READINESS_PATH = "/healthz", "/readyz"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -376,8 +378,8 @@ def create_app(manager: ModelManager, config: ServerConfig) -> applications.Star
       routing.Route("/v1/models/{name}:reload", reload, methods=["POST"]),
       routing.Route("/v1/models/{name}/metadata", metadata, methods=["GET"]),
       routing.Route("/v1/models/{name}", model_status, methods=["GET"]),
-      routing.Route("/healthz", healthz, methods=["GET"]),
-      routing.Route("/readyz", readyz, methods=["GET"]),
+      routing.Route(LIVENESS_PATH, healthz, methods=["GET"]),
+      routing.Route(READINESS_PATH, readyz, methods=["GET"]),
   ], lifespan=lifespan)
 
 
