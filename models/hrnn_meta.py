@@ -261,7 +261,9 @@ class HRNNMeta(base.RetrievalModel):
     """Eq 2's item side with features (bias: log q or None), else `w_j` with bias `b_j` [+ log q]."""
     trend = self.item_trend if self.config.trend_correction else None
     if not self.uses_item_features:
-      bias = self.item_bias if trend is None else self.item_bias + trend
+      # (convert_to_tensor: either variable may be a ShardedVariable under parameter servers.)
+      bias = (self.item_bias if trend is None else
+              tf.convert_to_tensor(self.item_bias) + tf.convert_to_tensor(trend))
       return base.Candidates(self.item_embedding.embeddings, bias)
     feature_vectors, feature_bias = self._feature_side()
     vectors = hybrid_decoder.item_side(self.item_embedding.embeddings, self.item_bias,
