@@ -96,8 +96,9 @@ def report(work_dir: str, quality_dir: str, baseline_dir: str = "") -> None:
     for name in ("IS", "dense"):
       m, sd = record[name], record[name + "_std"]
       paper = PAPER_TABLE8["ml-1m"][name]
-      out.append(f"| {name} | {m['items_per_second']:,.0f} | {m['perplexity']:.1f} +- "
-                 f"{sd['perplexity']:.1f} | {m['ndcg@25']:.4f} +- {sd['ndcg@25']:.4f} | "
+      spread = lambda key, digits: f" +- {sd[key]:.{digits}f}" if sd[key] > 0 else ""
+      out.append(f"| {name} | {m['items_per_second']:,.0f} | {m['perplexity']:.1f}"
+                 f"{spread('perplexity', 1)} | {m['ndcg@25']:.4f}{spread('ndcg@25', 4)} | "
                  f"{m['hr@25']:.4f} | {m['mrr@25']:.4f} | {paper[0]:,}, {paper[1]}, {paper[2]} |")
     out.append("")
   record = load("ablation")
