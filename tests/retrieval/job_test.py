@@ -17,6 +17,7 @@ from retrieval import requests
 from retrieval import serve
 from tests.retrieval import toy_export
 import tensorflow as tf  # pylint: disable=g-bad-import-order
+from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-bad-import-order
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -186,6 +187,54 @@ def test_scann_artifact_in_a_fresh_process(tmp_path):
   want_ids, want_scores = _exact_top_k([["item5", "item250", "item17"]], item_ids, embeddings, 4)
   assert [line[1] for line in lines] == list(want_ids[0])
   np.testing.assert_allclose([float(line[2]) for line in lines], want_scores[0], rtol=1e-4)
+
+
+def _op_types(artifact_path):
+  """Every op type in an artifact's graphs and functions."""
+  saved = saved_model_pb2.SavedModel()
+  with open(os.path.join(artifact_path, "saved_model.pb"), "rb") as f:
+    saved.ParseFromString(f.read())
+  return {node.op for graph in saved.meta_graphs
+          for nodes in [graph.graph_def.node] + [f.node_def for f in graph.graph_def.library.function]
+          for node in nodes}
+
+
+# Loads an artifact the way stock TF Serving would: TensorFlow alone, none of our code,
+# no ScaNN, no TFRS; prints the top items of one user and the modules that got loaded.
+_PLAIN_LOADER = """
+import sys
+import tensorflow as tf
+serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+out = serve(history=tf.constant([["item3", "item17", "item8"]]),
+            history_timestamps=tf.constant([[1, 2, 3]], tf.int64))
+print(",".join(i.decode() for i in out["item_ids"].numpy()[0]))
+print(sorted(m for m in sys.modules if m.split(".")[0] in
+             ("scann", "tensorflow_recommenders", "tf_keras", "retrieval", "common")))
+"""
+
+
+def test_brute_force_variant_loads_in_plain_tensorflow_without_scann(tmp_path):
+  # The variant for stock TF Serving (docs/retrieval.md): only standard ops. A ScaNN
+  # artifact of the same export is the control: its graph has ScaNN's custom ops.
+  item_ids, embeddings = _catalog(60, 4, seed=9)
+  toy_export.write_toy_export(str(tmp_path / "export"), item_ids, embeddings)
+  reports = {kind: job.run_index_job(job.JobConfig(
+      export_dir=str(tmp_path / "export"), output_dir=str(tmp_path / kind), k=5,
+      index=index_lib.IndexConfig(kind=kind), num_tuning_queries=20, num_eval_queries=0))
+             for kind in ("brute_force", "scann")}
+  assert not [op for op in _op_types(reports["brute_force"]["artifact_path"]) if ">" in op]
+  assert {op for op in _op_types(reports["scann"]["artifact_path"]) if ">" in op} >= {
+      "Scann>ScannSearchBatched"}
+
+  result = subprocess.run([sys.executable, "-c", _PLAIN_LOADER,
+                           reports["brute_force"]["artifact_path"]],
+                          cwd=str(tmp_path), capture_output=True, text=True, timeout=120,
+                          env={"PATH": os.environ["PATH"], "TF_CPP_MIN_LOG_LEVEL": "3"})
+  assert result.returncode == 0, result.stderr[-3000:]
+  top, modules = result.stdout.strip().splitlines()
+  want_ids, _ = _exact_top_k([["item3", "item17", "item8"]], item_ids, embeddings, 5)
+  assert top.split(",") == list(want_ids[0])
+  assert modules == "[]"
 
 
 def test_job_tunes_scann_and_reports_recall_on_held_out_users(tmp_path):

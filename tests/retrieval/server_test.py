@@ -279,4 +279,5 @@ def test_command_line_server_answers_the_documented_curl_and_stops_on_sigterm(ar
     assert len(prediction["item_ids"]) == 5 and not prediction["popular_fallback"]
   finally:
     process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 0
+    # Uvicorn shuts down gracefully, then re-raises the signal: the status says SIGTERM.
+    assert process.wait(timeout=60) == -signal.SIGTERM
