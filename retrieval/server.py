@@ -166,9 +166,12 @@ class ModelManager:
                               f"still serving version {self.current.version}.", status=500)
 
   def status(self) -> Dict[str, Any]:
-    """TF Serving's GetModelStatus JSON, plus the version policy."""
-    with self._lock:
-      entries = sorted(self._status.items(), reverse=True)
+    """TF Serving's GetModelStatus JSON, plus the version policy.
+
+    Never waits for a load in progress (which holds the lock for seconds): it reads a
+    copy of the states, so a version being loaded shows as LOADING.
+    """
+    entries = sorted(dict(self._status).items(), reverse=True)
     return {
         "model_version_status": [
             {"version": str(version), "state": state,
@@ -318,7 +321,9 @@ def create_app(manager: ModelManager, config: ServerConfig) -> applications.Star
   @answers_errors
   async def model_status(request):
     check_name(request)
-    return responses.JSONResponse(manager.status())
+    # In a thread: it lists the base path, which may be on an object store.
+    status = await asyncio.get_running_loop().run_in_executor(None, manager.status)
+    return responses.JSONResponse(status)
 
   @answers_errors
   async def metadata(request):
@@ -337,8 +342,9 @@ def create_app(manager: ModelManager, config: ServerConfig) -> applications.Star
   async def reload(request):
     check_name(request)
     version = rest.parse_reload(await _read_body(request, config.max_body_bytes))
-    await asyncio.get_running_loop().run_in_executor(None, manager.pin, version)
-    return responses.JSONResponse(manager.status())
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, manager.pin, version)
+    return responses.JSONResponse(await loop.run_in_executor(None, manager.status))
 
   async def healthz(request):
     del request

@@ -230,6 +230,29 @@ def test_hot_swap_without_dropping_requests_and_rollback(tmp_path):
     assert _call(f"{base_url}/v1/models/toy/versions/1:predict", request)[0] == 404
 
 
+def test_status_and_predictions_answer_while_a_version_loads(tmp_path, monkeypatch):
+  output_dir = str(tmp_path / "out")
+  _build(str(tmp_path), seed=0, output_dir=output_dir)
+  manager = server.ModelManager(output_dir)
+  manager.sync()
+  _build(str(tmp_path), seed=1, output_dir=output_dir)
+  monkeypatch.setattr(searcher_lib.Searcher, "warm_up", lambda self: time.sleep(1.5))
+  request = {"instances": [{"history": ["3"]}]}
+  with server.serve_in_thread(manager, _LIMITS) as base_url:
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+      reload = pool.submit(_call, f"{base_url}/v1/models/toy:reload", {"version": 2})
+      time.sleep(0.5)  # version 2 is loading (its warm-up takes 1.5 s)
+      start = time.perf_counter()
+      status, answer = _call(f"{base_url}/v1/models/toy")
+      assert status == 200 and time.perf_counter() - start < 0.5
+      assert [(s["version"], s["state"]) for s in answer["model_version_status"]] == [
+          ("2", "LOADING"), ("1", "AVAILABLE")]
+      assert _call(f"{base_url}/readyz")[1]["version"] == 1
+      assert _call(f"{base_url}/v1/models/toy:predict", request)[0] == 200
+      assert reload.result()[0] == 200
+    assert _call(f"{base_url}/readyz")[1]["version"] == 2
+
+
 def test_a_version_that_fails_to_load_is_reported_and_skipped(tmp_path):
   output_dir = str(tmp_path / "out")
   _build(str(tmp_path), seed=0, output_dir=output_dir)
