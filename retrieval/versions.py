@@ -21,11 +21,6 @@ from common import names
 SAVED_MODEL_FILE = "saved_model.pb"
 ARTIFACT_SUBDIR = "artifact"
 
-# A version directory this project wrote: a SavedModel with our manifest, nothing else.
-VERSION_OWNERSHIP = files.Ownership(
-    what="retrieval artifact version", marker=names.ARTIFACT_META_FILE,
-    entries=frozenset({SAVED_MODEL_FILE, "fingerprint.pb", "variables", "assets", "assets.extra"}))
-
 
 def _entries(base: str) -> List[str]:
   return [name.rstrip("/") for name in tf.io.gfile.listdir(base)]
@@ -71,7 +66,7 @@ def check_base(base: str, flag: str = "--output_dir's artifact/") -> None:
 
 
 def next_version(base: str) -> int:
-  """The number the next version gets: one more than the largest, counting incomplete ones."""
+  """The number the next version gets: one more than the largest numbered entry."""
   numbers = [int(name) for name in _entries(base) if name.isdigit()] if tf.io.gfile.isdir(base) else []
   return max(numbers, default=0) + 1
 
