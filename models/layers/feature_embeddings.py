@@ -17,7 +17,7 @@ import tf_keras
 
 from input_pipeline import data_spec
 from input_pipeline import schema
-from models.layers import pooling
+from models.layers import feature_fields
 
 
 def _field_of_feature(fields: Mapping[str, Tuple[int, ...]], num_features: int) -> np.ndarray:
@@ -124,9 +124,11 @@ class UserProfileEmbedding(tf_keras.layers.Layer):
 
       e_u = tanh(W_u [m_1(u); ...; m_G(u)] + b_u),   m_g(u) = mean of u's field-g embeddings
 
-  With no user-feature fields e_u is a single trainable vector shared by all users
-  (SDM's "a constant vector"; a user-id embedding would not exist for users that
-  serving has never seen). A user without any value of a field gets m_g = 0.
+  The per-field means are `feature_fields.FieldPooledEmbedding` (HRNN-meta pools its
+  user features the same way). With no user-feature fields e_u is a single trainable
+  vector shared by all users (SDM's "a constant vector"; a user-id embedding would not
+  exist for users that serving has never seen). A user without any value of a field
+  gets m_g = 0.
 
   Attributes:
     num_fields: G, user-feature fields (0: the learned vector).
@@ -140,16 +142,18 @@ class UserProfileEmbedding(tf_keras.layers.Layer):
     for index, name in enumerate(user_feature_names):
       fields.setdefault(data_spec.feature_field(name), []).append(index)
     self.num_fields = len(fields)
-    self._field_of = tf.constant(_field_of_feature(fields, self.num_features))
+    if self.num_fields:
+      self.pooled = feature_fields.FieldPooledEmbedding(self.num_features, fields, dim,
+                                                        name="pooled")
     self.projection = tf_keras.layers.Dense(dim, activation="tanh", name="projection")
 
+  @property
+  def embeddings(self):
+    """The user-feature table `[num_features + 1, dim]` (the last row pads)."""
+    return self.pooled.embedding.embeddings
+
   def build(self, input_shape=None):
-    if self.num_fields:
-      self.embeddings = self.add_weight(
-          name="embeddings", shape=[self.num_features + 1, self.dim],
-          initializer=tf_keras.initializers.TruncatedNormal(stddev=self.dim**-0.5))
-      self.projection.build([None, self.num_fields * self.dim])
-    else:
+    if not self.num_fields:
       self.constant = self.add_weight(
           name="constant", shape=[self.dim],
           initializer=tf_keras.initializers.TruncatedNormal(stddev=self.dim**-0.5))
@@ -170,9 +174,4 @@ class UserProfileEmbedding(tf_keras.layers.Layer):
     if user_features is None:
       raise ValueError("This data set has user features: pass the batch's USER_FEATURES "
                        "(samples.UserFeatures()) to UserProfileEmbedding.")
-    vectors = tf.nn.embedding_lookup(self.embeddings, user_features)  # [B, n, D]
-    in_field = tf.one_hot(tf.gather(self._field_of, user_features), self.num_fields,
-                          on_value=True, off_value=False, dtype=tf.bool)  # [B, n, G]
-    means = pooling.masked_mean(vectors[:, tf.newaxis, :, :],
-                                tf.transpose(in_field, [0, 2, 1]))  # [B, G, D]
-    return self.projection(tf.reshape(means, [-1, self.num_fields * self.dim]))
+    return self.projection(self.pooled(user_features))
