@@ -7,26 +7,42 @@ Starts `num_ps` parameter servers, `num_workers` workers and one chief, each a
 separate `python -m trainer.main <arguments after -->` process with its own
 `TF_CONFIG` on free localhost ports: the same processes a Kubernetes TFJob starts
 (cluster/tfjob_ps.yaml), on one machine. The ps and worker tasks start a
-`tf.distribute.Server` and wait; the chief trains under ParameterServerStrategy.
-Each task logs to `LOG_DIR/<task>-<index>.log`. When the chief exits the servers are
-stopped and its exit status becomes the launcher's; a server that dies first, or
-`--timeout_s` passing, stops the whole cluster with a non-zero status.
+`tf.distribute.Server` and wait; the chief starts once they all listen and trains
+under ParameterServerStrategy. Each task logs to `LOG_DIR/<task>-<index>.log` (a
+restarted task appends to its log).
+
+Restarts follow the training operator's `ExitCode` policy (trainer/main.py): a task
+that exits with a status of 128 or more, or is killed by a signal, is restarted on
+the same port, up to `--max_restarts` times in all; a task that exits with 1-127 (a
+bug, a user's mistake) stops the cluster. So a killed worker rejoins (the coordinator
+goes on with the others meanwhile), and after a killed ps the chief, which exits with
+203 when it loses a parameter server, is restarted and resumes from its checkpoint.
+The launcher exits with the chief's status once the chief exits otherwise (0: done),
+with a failed server's status, or with 124 after `--timeout_s`.
+
+No task outlives the launcher: each is started with the parent-death signal
+(Linux `PR_SET_PDEATHSIG`: SIGKILL when the launcher dies, even by `kill -9`), and
+on a normal exit, Ctrl-C or SIGTERM the launcher stops them itself (the chief first
+gets SIGTERM and writes a checkpoint).
 
 On a machine with GPUs the parameter servers are hidden from them
-(`CUDA_VISIBLE_DEVICES=""`: they only hold variables) and every task allocates GPU
-memory on demand (`TF_FORCE_GPU_ALLOW_GROWTH=true`) so that the tasks can share.
+(`CUDA_VISIBLE_DEVICES=""`: they only hold variables), every task allocates GPU
+memory on demand (`TF_FORCE_GPU_ALLOW_GROWTH=true`), and `--worker_gpus=0,1` gives
+worker i the GPU `worker_gpus[i % len]` alone.
 """
 
 import contextlib
+import ctypes
 import dataclasses
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from absl import flags
 from absl import logging
@@ -37,13 +53,14 @@ CHIEF = "chief"
 WORKER = "worker"
 PS = "ps"
 TRAINER_MODULE = "trainer.main"
+EXIT_TIMEOUT = 124
 
 _POLL_S = 0.2
-# The chief checkpoints on SIGTERM (trainer/main.py); servers block in join() and
-# cannot run Python signal handlers, so they get only a moment before SIGKILL.
+# The chief checkpoints on SIGTERM (trainer/main.py); servers die on it at once.
 _CHIEF_GRACE_S = 30.0
 _SERVER_GRACE_S = 2.0
 _LOG_TAIL_CHARS = 3000
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +75,13 @@ class ClusterConfig:
     timeout_s: stop the cluster (exit status 124) after this long; None: no limit.
     module: the Python module each task runs.
     host: the address the tasks listen on and reach each other at.
+    max_restarts: restarts of failed tasks (exit status >= 128 or a signal), in all.
+    server_wait_s: how long the servers may take to listen before the chief starts.
+    worker_gpus: GPU ids; worker i sees only `worker_gpus[i % len(worker_gpus)]`.
+      Empty: every worker sees every GPU.
+    cluster: the cluster's `{job: [address, ...]}` instead of free localhost ports
+      (its addresses must be this machine's); its job sizes replace num_ps and
+      num_workers.
   """
   num_ps: int = 2
   num_workers: int = 2
@@ -66,11 +90,23 @@ class ClusterConfig:
   timeout_s: Optional[float] = None
   module: str = TRAINER_MODULE
   host: str = "localhost"
+  max_restarts: int = 3
+  server_wait_s: float = 120.0
+  worker_gpus: Tuple[str, ...] = ()
+  cluster: Optional[Mapping[str, Sequence[str]]] = None
 
   def __post_init__(self):
+    if self.cluster is not None:
+      if sorted(self.cluster) != sorted((CHIEF, WORKER, PS)) or len(self.cluster[CHIEF]) != 1:
+        raise ValueError(f"A cluster needs one 'chief' and 'worker' and 'ps' tasks, no other job; "
+                         f"got {dict(self.cluster)}.")
+      object.__setattr__(self, "num_ps", len(self.cluster[PS]))
+      object.__setattr__(self, "num_workers", len(self.cluster[WORKER]))
     if self.num_ps < 1 or self.num_workers < 1:
       raise ValueError(f"A parameter-server cluster needs at least one ps and one worker; got "
                        f"num_ps={self.num_ps}, num_workers={self.num_workers}.")
+    if self.max_restarts < 0:
+      raise ValueError(f"max_restarts must be >= 0, got {self.max_restarts}.")
 
 
 def free_ports(count: int, host: str = "localhost") -> List[int]:
@@ -99,29 +135,67 @@ def cluster_spec(num_ps: int, num_workers: int, ports: Sequence[int],
           PS: addresses[1 + num_workers:]}
 
 
-def tf_config(cluster: Dict[str, List[str]], task_type: str, index: int) -> str:
+def tf_config(cluster: Mapping[str, Sequence[str]], task_type: str, index: int) -> str:
   """The TF_CONFIG JSON of one task."""
   if not 0 <= index < len(cluster.get(task_type, [])):
-    raise ValueError(f"No {task_type!r} task {index} in a cluster of {cluster}.")
-  return json.dumps({"cluster": cluster, "task": {"type": task_type, "index": index}})
+    raise ValueError(f"No {task_type!r} task {index} in a cluster of {dict(cluster)}.")
+  return json.dumps({"cluster": {job: list(a) for job, a in cluster.items()},
+                     "task": {"type": task_type, "index": index}})
 
 
-def task_environment(cluster: Dict[str, List[str]], task_type: str, index: int,
-                     base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+def task_environment(cluster: Mapping[str, Sequence[str]], task_type: str, index: int,
+                     base: Optional[Mapping[str, str]] = None,
+                     worker_gpus: Sequence[str] = ()) -> Dict[str, str]:
   """The environment of one task: `base` (default: ours) plus TF_CONFIG and GPU settings."""
   env = dict(os.environ if base is None else base)
   env["TF_CONFIG"] = tf_config(cluster, task_type, index)
   env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
   if task_type == PS:
     env["CUDA_VISIBLE_DEVICES"] = ""
+  elif task_type == WORKER and worker_gpus:
+    env["CUDA_VISIBLE_DEVICES"] = worker_gpus[index % len(worker_gpus)]
   return env
 
 
-@dataclasses.dataclass
+def is_retryable(status: int) -> bool:
+  """The training operator's ExitCode rule (>= 128); a signal (negative here) too."""
+  return status < 0 or status >= 128
+
+
+def _die_with_parent(parent_pid: int):
+  """preexec_fn: SIGKILL this child when the launcher dies, however it dies (Linux)."""
+  def set_parent_death_signal():
+    if sys.platform.startswith("linux"):
+      ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the launcher died before prctl took effect
+      os._exit(1)
+  return set_parent_death_signal
+
+
 class _Task:
-  name: str  # "worker-1"
-  process: subprocess.Popen
-  log_path: str
+  """One task's process, restarted in place; its log is appended to."""
+
+  def __init__(self, task_type: str, index: int, command: Sequence[str], env: Mapping[str, str],
+               log_path: str):
+    self.task_type, self.index = task_type, index
+    self.name = f"{task_type}-{index}"
+    self._command, self._env, self.log_path = list(command), dict(env), log_path
+    self.starts = 0
+    self.process: Optional[subprocess.Popen] = None
+
+  def start(self) -> None:
+    with open(self.log_path, "a") as log:
+      if self.starts:
+        log.write(f"\n===== {self.name} restarted (start {self.starts + 1}) =====\n")
+        log.flush()
+      self.process = subprocess.Popen(self._command, stdout=log, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, env=self._env,
+                                      preexec_fn=_die_with_parent(os.getpid()))
+    self.starts += 1
+    logging.info("Started %s (pid %d): %s", self.name, self.process.pid, " ".join(self._command))
+
+  def poll(self) -> Optional[int]:
+    return self.process.poll()
 
   def log_tail(self) -> str:
     with open(self.log_path, errors="replace") as f:
@@ -130,12 +204,12 @@ class _Task:
 
 def _stop(tasks: Sequence[_Task]) -> None:
   """SIGTERM to each running task, SIGKILL to those still alive after their grace time."""
-  running = [t for t in tasks if t.process.poll() is None]
+  running = [t for t in tasks if t.process is not None and t.process.poll() is None]
   for task in running:
     task.process.terminate()
   start = time.monotonic()
   for task in running:
-    grace = _CHIEF_GRACE_S if task.name.startswith(CHIEF) else _SERVER_GRACE_S
+    grace = _CHIEF_GRACE_S if task.task_type == CHIEF else _SERVER_GRACE_S
     try:
       task.process.wait(timeout=max(0.0, start + grace - time.monotonic()))
     except subprocess.TimeoutExpired:
@@ -145,54 +219,115 @@ def _stop(tasks: Sequence[_Task]) -> None:
       task.process.wait()
 
 
+def _listening(address: str) -> bool:
+  host, _, port = address.rpartition(":")
+  try:
+    with socket.create_connection((host, int(port)), timeout=1.0):
+      return True
+  except OSError:
+    return False
+
+
+class _Failed(Exception):
+  """A task failed for good; `status` is what the launcher exits with."""
+
+  def __init__(self, status: int):
+    super().__init__(status)
+    self.status = status
+
+
+def _check(tasks: Sequence[_Task], restarts: List[int], config: ClusterConfig) -> None:
+  """Restarts failed servers (and a failed chief) that may be retried; raises _Failed else."""
+  for task in tasks:
+    status = task.poll()
+    if status is None or (task.task_type == CHIEF and not is_retryable(status)):
+      continue  # running, or a chief that is done: the caller ends the cluster
+    if is_retryable(status) and restarts[0] < config.max_restarts:
+      restarts[0] += 1
+      logging.warning("%s exited with status %d; restarting it (restart %d of at most %d).",
+                      task.name, status, restarts[0], config.max_restarts)
+      task.start()
+      continue
+    if is_retryable(status):
+      why = "no restarts left"
+    elif status == 0:
+      why = "a server only exits when it fails"
+    else:
+      why = "a status of 1-127 is not retried: a bug or a mistake"
+    logging.error("%s exited with status %d (%s). Its log (%s) ends with:\n%s", task.name,
+                  status, why, task.log_path, task.log_tail())
+    raise _Failed(128 - status if status < 0 else status or 1)
+
+
 def run_cluster(config: ClusterConfig) -> int:
-  """Starts the cluster, waits for the chief, stops the servers.
+  """Starts the cluster, keeps it up while the chief runs, stops every task.
 
   Returns:
-    The chief's exit status; 1 when a server task died first, 124 on timeout.
+    The chief's exit status; a failed server's status when it could not be
+    restarted; 124 on timeout.
   """
   log_dir = config.log_dir or tempfile.mkdtemp(prefix="local_cluster-")
   os.makedirs(log_dir, exist_ok=True)
-  num_tasks = 1 + config.num_workers + config.num_ps
-  cluster = cluster_spec(config.num_ps, config.num_workers, free_ports(num_tasks, config.host),
-                         config.host)
+  if config.cluster is not None:
+    cluster = {job: list(addresses) for job, addresses in config.cluster.items()}
+  else:
+    num_tasks = 1 + config.num_workers + config.num_ps
+    cluster = cluster_spec(config.num_ps, config.num_workers, free_ports(num_tasks, config.host),
+                           config.host)
   logging.info("Cluster %s; logs in %s", json.dumps(cluster), log_dir)
   command = [sys.executable, "-m", config.module, *config.trainer_args]
-  tasks: List[_Task] = []
+  tasks = [_Task(task_type, index, command,
+                 task_environment(cluster, task_type, index, worker_gpus=config.worker_gpus),
+                 os.path.join(log_dir, f"{task_type}-{index}.log"))
+           for task_type in (PS, WORKER, CHIEF) for index in range(len(cluster[task_type]))]
+  for task in tasks:  # a rerun into the same log_dir starts fresh logs
+    open(task.log_path, "w").close()
+  servers, chief = tasks[:-1], tasks[-1]
+  restarts = [0]
+  deadline = None if config.timeout_s is None else time.monotonic() + config.timeout_s
+
+  def out_of_time() -> bool:
+    if deadline is None or time.monotonic() < deadline:
+      return False
+    running = chief if chief.process else servers[0]
+    logging.error("The cluster did not finish within %.0f s; stopping it. %s's log (%s) ends "
+                  "with:\n%s", config.timeout_s, running.name, running.log_path, running.log_tail())
+    return True
+
   try:
-    # Servers first, so that the chief finds them listening.
-    for task_type, count in ((PS, config.num_ps), (WORKER, config.num_workers), (CHIEF, 1)):
-      for index in range(count):
-        name = f"{task_type}-{index}"
-        log_path = os.path.join(log_dir, f"{name}.log")
-        with open(log_path, "w") as log:
-          process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL,
-                                     env=task_environment(cluster, task_type, index))
-        tasks.append(_Task(name, process, log_path))
-        logging.info("Started %s (pid %d): %s", name, process.pid, " ".join(command))
-    chief = tasks[-1]
-    deadline = None if config.timeout_s is None else time.monotonic() + config.timeout_s
-    while chief.process.poll() is None:
-      dead = [t for t in tasks[:-1] if t.process.poll() is not None]
-      if dead:
-        for task in dead:
-          logging.error("%s exited with status %d before the chief finished. Its log (%s) "
-                        "ends with:\n%s", task.name, task.process.returncode, task.log_path,
-                        task.log_tail())
+    for task in servers:
+      task.start()
+    # The chief starts once the servers listen (it would otherwise wait for them).
+    listen_by = time.monotonic() + config.server_wait_s
+    waiting = list(servers)
+    while waiting:
+      _check(servers, restarts, config)
+      waiting = [t for t in waiting if not _listening(cluster[t.task_type][t.index])]
+      if waiting and time.monotonic() > listen_by:
+        logging.error("%s did not listen within %.0f s. %s's log ends with:\n%s",
+                      ", ".join(t.name for t in waiting), config.server_wait_s, waiting[0].name,
+                      waiting[0].log_tail())
         return 1
-      if deadline is not None and time.monotonic() > deadline:
-        logging.error("The chief did not finish within %.0f s; stopping the cluster. Chief log "
-                      "(%s) ends with:\n%s", config.timeout_s, chief.log_path, chief.log_tail())
-        return 124
+      if out_of_time():
+        return EXIT_TIMEOUT
       time.sleep(_POLL_S)
-    status = chief.process.returncode
+    chief.start()
+    while True:
+      _check(tasks, restarts, config)
+      status = chief.poll()
+      if status is not None:
+        break
+      if out_of_time():
+        return EXIT_TIMEOUT
+      time.sleep(_POLL_S)
     if status == 0:
       logging.info("The chief finished; stopping the servers.")
     else:
       logging.error("The chief exited with status %d. Its log (%s) ends with:\n%s", status,
                     chief.log_path, chief.log_tail())
     return status
+  except _Failed as e:
+    return e.status
   finally:
     _stop(tasks)
 
@@ -200,6 +335,10 @@ def run_cluster(config: ClusterConfig) -> int:
 _NUM_PS = flags.DEFINE_integer("num_ps", 2, "Parameter-server tasks.")
 _NUM_WORKERS = flags.DEFINE_integer("num_workers", 2, "Worker tasks.")
 _TIMEOUT_S = flags.DEFINE_float("timeout_s", None, "Stop the cluster after this many seconds.")
+_MAX_RESTARTS = flags.DEFINE_integer(
+    "max_restarts", 3, "Restarts of tasks that exit with status >= 128 or by a signal, in all.")
+_WORKER_GPUS = flags.DEFINE_list("worker_gpus", [], "GPU ids; worker i sees only "
+                                 "worker_gpus[i % len]. Empty: every worker sees every GPU.")
 
 
 def config_from_flags(trainer_args: Sequence[str]) -> ClusterConfig:
@@ -207,7 +346,8 @@ def config_from_flags(trainer_args: Sequence[str]) -> ClusterConfig:
   # launcher reuses it for the per-task logs rather than defining a clashing one.
   return ClusterConfig(num_ps=_NUM_PS.value, num_workers=_NUM_WORKERS.value,
                        log_dir=flags.FLAGS.log_dir, trainer_args=tuple(trainer_args),
-                       timeout_s=_TIMEOUT_S.value)
+                       timeout_s=_TIMEOUT_S.value, max_restarts=_MAX_RESTARTS.value,
+                       worker_gpus=tuple(_WORKER_GPUS.value))
 
 
 def main(argv):

@@ -6,9 +6,11 @@ that `trainer.strategy` builds:
 * default / MirroredStrategy: a `tf.function` runs `log_every` steps per call, each
   step `strategy.run` on a distributed dataset;
 * ParameterServerStrategy: the same step function is `schedule`d on the workers by a
-  `ClusterCoordinator` (the only place that knows it), with per-worker datasets;
-  the coordinator `join`s every `log_every` steps, which is where progress is logged,
-  checkpoints are written and evaluations run.
+  `ClusterCoordinator` (the only place that knows it), with per-worker datasets, a
+  few steps ahead of the results; every `log_every` steps progress is logged,
+  checkpoints are written and evaluations run. The coordinator may run a step twice
+  after a worker failure (its contract is at least once), so the loop goes by the
+  steps the optimizer applied (`optimizer.iterations`), not by those it scheduled.
 
 Loss (per replica): for every softmax head the model returns,
 `compute_average_loss(head_loss [B], global_batch)`, plus the model's aux terms, `[B]`
@@ -26,15 +28,27 @@ Outputs under `config.model_dir`:
 
 Resuming: the step counter is the optimizer's `iterations`, saved in every
 checkpoint. Running the same command again restores the latest checkpoint and
-trains only the remaining steps up to `train_steps` (the data order differs from an
-uninterrupted run: the input is not checkpointed, it is reseeded by the step).
+trains only the remaining steps up to `train_steps`. On this machine's devices the
+checkpoint also holds the input's position (the tf.data iterator), so a resumed run
+reads on exactly where the checkpoint was; per-worker iterators of parameter-server
+training cannot be saved (TensorFlow does not support it): there every worker reads
+the data in its own unseeded order, and a restart begins new passes.
+
+Interrupts: Ctrl-C or SIGTERM (main.py) end training with a checkpoint of the steps
+finished, within about one step: a SIGINT/SIGTERM also sets a variable that the
+in-graph loop of `log_every` steps checks before each step, and under parameter
+servers only the few steps already scheduled are waited for.
 """
 
+import collections
+import contextlib
 import dataclasses
 import math
 import os
+import signal
+import threading
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from absl import logging
 import tensorflow as tf
@@ -62,7 +76,9 @@ TOTAL_TERM = "total"
 # Not losses: counts in the step, summed over replicas.
 EXAMPLES_TERM = "examples"  # samples
 TARGETS_TERM = "targets"  # real labels of all heads (= training prefixes for next-item heads)
-_COUNTS = (EXAMPLES_TERM, TARGETS_TERM)
+STEPS_TERM = "steps"  # step results summed (not summed over replicas: added by the steps runner)
+_COUNTS = (EXAMPLES_TERM, TARGETS_TERM, STEPS_TERM)
+INPUT_KEY = "input"  # the training input's iterator in checkpoints (this machine's devices only)
 
 
 def make_optimizer(config: config_lib.OptimizerConfig) -> tf_keras.optimizers.Optimizer:
@@ -166,6 +182,9 @@ class TrainingRun:
           f"{self.config.model.name!r} as configured now (another model or other "
           f"hyper-parameters were trained in {self.config.model_dir!r}). Use a new "
           f"--model_dir, or the original settings. {e}") from e
+    # Whether the checkpoint holds the input's position (LocalSteps attaches the iterator).
+    self.restored_input = restored is not None and any(
+        name.startswith(INPUT_KEY + "/") for name, _ in tf.train.list_variables(restored))
     if restored is None:
       logging.info("no checkpoint in %s: training from scratch", self.manager.directory)
     else:
@@ -279,35 +298,109 @@ def _sum_records(records) -> Dict[str, float]:
   return sums
 
 
-class LocalSteps:
-  """Runs steps on this machine's devices: `n` steps per `tf.function` call."""
+@contextlib.contextmanager
+def _flag_on_interrupt(flag: tf.Variable):
+  """Sets `flag` as soon as SIGINT or SIGTERM arrives, while the block runs.
 
-  def __init__(self, run: TrainingRun, seed: int):
+  Python runs signal handlers in the main thread only between two of its
+  instructions, so a `tf.function` running many steps delays the KeyboardInterrupt
+  until it returns. The signal's C handler also writes to the wake-up pipe
+  (`signal.set_wakeup_fd`) at once; a thread reading it sets `flag`, which the
+  in-graph loop checks before each step. Only the main thread can install the pipe;
+  elsewhere the block runs without it.
+  """
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  read_fd, write_fd = os.pipe()
+  os.set_blocking(write_fd, False)
+  previous = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+  interrupts = {signal.SIGINT, signal.SIGTERM}
+
+  def watch():
+    while data := os.read(read_fd, 64):  # b"" once the write end is closed
+      if interrupts.intersection(data):
+        flag.assign(True)
+
+  watcher = threading.Thread(target=watch, name="interrupt-watcher", daemon=True)
+  watcher.start()
+  try:
+    yield
+  finally:
+    signal.set_wakeup_fd(previous)
+    os.close(write_fd)
+    watcher.join()
+    os.close(read_fd)
+
+
+class LocalSteps:
+  """Runs steps on this machine's devices: up to `n` steps per `tf.function` call.
+
+  On one device the training input's iterator is attached to the run's checkpoint
+  (`INPUT_KEY`): every checkpoint holds the input's position, and a checkpoint
+  restored by `TrainingRun` puts it back when the iterator is attached here
+  (deferred restoration). A resumed run thus reads on from where the checkpoint was,
+  with the input seeded by `seed` alone. MirroredStrategy's distributed iterator
+  cannot be saved (TensorFlow 2.20: it is not trackable), and a checkpoint without
+  the input's position (MirroredStrategy, parameter servers, older runs) is resumed
+  with the input reseeded by the step, so that it does not replay the first batches.
+  """
+
+  def __init__(self, run: TrainingRun, seed: Optional[int] = None):
+    """`seed`: the input's seed; None: the run's, as described above."""
+    keeps_position = run.strategy.num_replicas_in_sync == 1
+    if seed is None:
+      seed = run.config.schedule.seed
+      if run.step and not (keeps_position and run.restored_input):
+        seed += run.step
     iterator = iter(run.strategy.distribute_datasets_from_function(run.train_dataset_fn(seed)))
+    if keeps_position:
+      run.checkpoint.input = iterator
+    self._interrupted = tf.Variable(False, trainable=False, name="interrupted")
     if run.strategy.num_replicas_in_sync > 1:
       # Collective all-reduces inside an in-graph loop can pair up across iterations
       # (RING collectives, used on CPUs and virtual GPUs, are not ordered), so with
-      # several replicas every step is its own call.
+      # several replicas every step is its own call (and an interrupt comes between).
       step = tf.function(run.distributed_step)
-      self._run = lambda num_steps: _sum_records(step(iterator) for _ in range(num_steps))
+      self._run = lambda num_steps: {**_sum_records(step(iterator) for _ in range(num_steps)),
+                                     STEPS_TERM: num_steps}
       return
 
     @tf.function
     def steps(num_steps):
       sums = run.distributed_step(iterator)
+      sums[STEPS_TERM] = tf.constant(1.0)
       for _ in tf.range(num_steps - 1):
+        if self._interrupted.read_value():
+          break  # the KeyboardInterrupt follows as soon as this call returns
         terms = run.distributed_step(iterator)
+        terms[STEPS_TERM] = tf.constant(1.0)
         sums = {name: sums[name] + terms[name] for name in sums}
       return sums
 
     self._run = lambda num_steps: _sum_records([steps(tf.constant(num_steps))])
 
   def __call__(self, num_steps: int) -> Dict[str, float]:
-    return self._run(num_steps)
+    self._interrupted.assign(False)
+    with _flag_on_interrupt(self._interrupted):
+      return self._run(num_steps)
 
 
 class CoordinatedSteps:
-  """Schedules steps on the parameter-server cluster's workers; joins after `n`."""
+  """Schedules steps on the parameter-server cluster's workers.
+
+  At most `2 * num_workers` steps are scheduled ahead of the results (one running
+  and one waiting per worker). An interrupt (KeyboardInterrupt) stops the
+  scheduling and waits for the steps already scheduled, which would otherwise go on
+  changing the variables while the checkpoint is written: the checkpoint then holds
+  the step its name says.
+
+  Attributes:
+    scheduled: steps scheduled by this object. ClusterCoordinator runs a step again
+      on another worker when its worker fails before returning, so the optimizer
+      may apply more steps than were scheduled (or, after a failure mid-update,
+      part of one twice).
+  """
 
   def __init__(self, run: TrainingRun):
     self._coordinator = tf.distribute.coordinator.ClusterCoordinator(run.strategy)
@@ -318,12 +411,45 @@ class CoordinatedSteps:
         lambda: run.strategy.distribute_datasets_from_function(dataset_fn))
     self._iterator = iter(per_worker)
     self._step = tf.function(run.distributed_step)
+    self._ahead = 2 * strategy_lib.num_workers(run.strategy)
+    self.scheduled = 0
 
   def __call__(self, num_steps: int) -> Dict[str, float]:
-    results = [self._coordinator.schedule(self._step, args=(self._iterator,))
-               for _ in range(num_steps)]
-    self._coordinator.join()
-    return _sum_records(result.fetch() for result in results)
+    pending = collections.deque()
+    records = []
+    try:
+      for _ in range(num_steps):
+        if len(pending) >= self._ahead:
+          records.append(_fetch(pending.popleft()))
+        pending.append(self._coordinator.schedule(self._step, args=(self._iterator,)))
+        self.scheduled += 1
+      records.extend(_fetch(result) for result in pending)
+    except KeyboardInterrupt:
+      self._coordinator.join()
+      raise
+    return {**_sum_records(records), STEPS_TERM: len(records)}
+
+
+_REFETCH_S = 0.5
+
+
+def _fetch(result) -> Dict[str, Any]:
+  """A scheduled step's result; waits through the failure of the worker that ran it.
+
+  A result is marked ready when its step is dispatched, before it is copied back: if
+  the worker dies in between, `fetch` fails on the dead worker's handles while the
+  coordinator runs the step again on another worker and fills the result in anew.
+  """
+  while True:
+    try:
+      return result.fetch()
+    except (tf.errors.UnavailableError, tf.errors.AbortedError) as e:
+      # ClusterCoordinator's rule for a worker failure (it never retries a ps failure).
+      if "/job:worker" not in e.message or "remote target /job:ps" in e.message:
+        raise
+      logging.info("a step's worker failed before its result came back; waiting for the step "
+                   "to run again on another worker")
+      time.sleep(_REFETCH_S)
 
 
 def _next_stop(step: int, config: config_lib.TrainConfig) -> int:
@@ -341,21 +467,50 @@ def _write_scalars(writer, step: int, values: Dict[str, float], prefix: str = ""
   writer.flush()
 
 
-def _train(run: TrainingRun, steps, writers) -> Dict[str, float]:
-  """Trains from the restored step to `train_steps`; returns the last progress record."""
+def _crossed(previous: int, step: int, every: int) -> bool:
+  """Whether a multiple of `every` lies in (previous, step] (steps may jump past one)."""
+  return step // every > previous // every
+
+
+def _add_records(a: Dict[str, float], b: Dict[str, float]) -> Dict[str, float]:
+  return {name: a[name] + b[name] for name in a}
+
+
+def _train(run: TrainingRun, steps, writers) -> Tuple[Dict[str, float], int]:
+  """Trains from the restored step to `train_steps`.
+
+  Returns:
+    The last progress record, and the number of step results that came back.
+  """
   config = run.config
   step = run.step
   learning_rate = float(run.optimizer.learning_rate.numpy())
   record: Dict[str, float] = {}
+  steps_run = 0
   while step < config.schedule.train_steps:
     stop = _next_stop(step, config)
+    previous = step
     started = time.time()
     sums = steps(stop - step)
+    while run.step < stop:
+      # Never seen: ClusterCoordinator retries a step whose worker failed. Should a
+      # step's update still be lost, say so and run it again rather than stop short.
+      before = run.step
+      logging.warning("the optimizer applied %d of the %d steps run since step %d: running "
+                      "the %d missing", before - previous, int(sums[STEPS_TERM]), previous,
+                      stop - before)
+      sums = _add_records(sums, steps(stop - before))
+      if run.step == before:
+        raise RuntimeError(f"Steps ran but the optimizer stays at step {before}: its updates "
+                           "are lost (a failing parameter server?).")
     seconds = time.time() - started
-    num_steps, step = stop - step, run.step
-    if step != stop:
-      raise RuntimeError(f"Ran {num_steps} steps to reach step {stop}, but the optimizer counts "
-                         f"{step}: were steps lost on a failed worker?")
+    step = run.step
+    if step > stop:
+      logging.warning("the optimizer is at step %d after %d steps from step %d: %d ran twice (a "
+                      "worker failed after applying a step and the coordinator ran it again)",
+                      step, stop - previous, previous, step - stop)
+    num_steps = sums[STEPS_TERM]
+    steps_run += int(num_steps)
     record = {name: value / num_steps for name, value in sums.items() if name not in _COUNTS}
     losses_line = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != TOTAL_TERM)
     record["examples_per_second"] = sums[EXAMPLES_TERM] / seconds
@@ -365,9 +520,10 @@ def _train(run: TrainingRun, steps, writers) -> Dict[str, float]:
     logging.info("step %d/%d: loss %.4f (%s), %.0f examples/s, %.0f targets/s, lr %g", step,
                  config.schedule.train_steps, record[TOTAL_TERM], losses_line,
                  record["examples_per_second"], record["targets_per_second"], learning_rate)
-    if step % config.checkpoint.every_steps == 0 or step == config.schedule.train_steps:
+    if (_crossed(previous, step, config.checkpoint.every_steps)
+        or step >= config.schedule.train_steps):
       run.save()
-    if config.eval.every_steps and step % config.eval.every_steps == 0 and (
+    if config.eval.every_steps and _crossed(previous, step, config.eval.every_steps) and (
         step < config.schedule.train_steps):
       result = run.evaluate("valid", config.eval.max_users)
       _write_scalars(writers["valid"], step, result.metrics)
@@ -378,7 +534,7 @@ def _train(run: TrainingRun, steps, writers) -> Dict[str, float]:
           logging.info("no better valid %s in %d evaluations (best: step %d): stopping early "
                        "at step %d", config.eval.select_best, stale, run.best()["step"], step)
           break
-  return record
+  return record, steps_run
 
 
 def train_and_evaluate(config: config_lib.TrainConfig,
@@ -406,6 +562,15 @@ def train_and_evaluate(config: config_lib.TrainConfig,
         f"{', '.join(damaged) if damaged else 'none found on a re-read: ' + e.message}. Re-run "
         f"input_pipeline.prepare to rewrite it; the checkpoints in {config.model_dir!r} stay "
         f"valid.") from e
+  except (tf.errors.UnavailableError, tf.errors.AbortedError) as e:
+    # Worker failures are the coordinator's to handle; these reach the chief when a
+    # parameter server (and the variables it held) is gone.
+    if not strategy_lib.is_parameter_server(strategy):
+      raise
+    raise strategy_lib.ParameterServerFailure(
+        f"A parameter server failed: {e.message.splitlines()[0][:300]}. Its variables are "
+        f"lost; restart this chief (and the failed ps): it resumes from the last checkpoint in "
+        f"{config.model_dir!r}. cluster.local_cluster and the TFJob's restart policy do this.") from e
 
 
 def _train_and_evaluate(config: config_lib.TrainConfig,
@@ -421,24 +586,24 @@ def _train_and_evaluate(config: config_lib.TrainConfig,
   run = TrainingRun(config, strategy)
   writers = {name: tf.summary.create_file_writer(os.path.join(config.model_dir, SUMMARY_SUBDIR, name))
              for name in ("train", "valid", "test")}
+  first_step, steps_run, applied = run.step, 0, 0
   if run.step >= config.schedule.train_steps:
     logging.info("already at step %d of %d: evaluating and exporting only", run.step,
                  config.schedule.train_steps)
     record = {}
   else:
-    if strategy_lib.is_parameter_server(strategy):
-      steps = CoordinatedSteps(run)
-    else:
-      # Reseeded by the step, so that a resumed run does not replay the first batches.
-      steps = LocalSteps(run, seed=config.schedule.seed + run.step)
+    steps = CoordinatedSteps(run) if strategy_lib.is_parameter_server(strategy) else LocalSteps(run)
     try:
-      record = _train(run, steps, writers)
+      record, steps_run = _train(run, steps, writers)
     except KeyboardInterrupt:
-      # Ctrl-C or SIGTERM (main.py turns it into KeyboardInterrupt) between step
-      # calls: keep the finished steps; the same command resumes from here.
+      # Ctrl-C or SIGTERM (main.py turns it into KeyboardInterrupt): the steps runner
+      # has let the running steps finish; keep them, the same command resumes here.
       logging.warning("interrupted at step %d: saving a checkpoint before exiting", run.step)
       run.save()
       raise
+    applied = run.step - first_step
+    logging.info("steps from %d: %d run, %d applied by the optimizer", first_step, steps_run,
+                 applied)
 
   checkpoint_path = None  # export's default: the latest checkpoint
   valid = None
@@ -469,6 +634,9 @@ def _train_and_evaluate(config: config_lib.TrainConfig,
       "export_dir": export_dir,
       "data_dir": os.path.abspath(config.data.data_dir),
       "training": record,
+      # This process's steps: results that came back and updates the optimizer
+      # counted (more than run when the coordinator ran a step twice).
+      "steps": {"first": first_step, "run": steps_run, "applied": applied},
       "config": dataclasses.asdict(config),
   }
   evaluation.write_metrics(results["test"], os.path.join(config.model_dir, METRICS_FILE), extra)

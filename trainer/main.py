@@ -13,11 +13,20 @@ synthetic data set is prepared once into `runs/data/synthetic` and reused; witho
 workspace and relative paths are taken from the directory bazel was called in.
 
 With `TF_CONFIG` naming a cluster, `ps` and `worker` tasks start their server and
-wait; the `chief` trains under ParameterServerStrategy (see docs/training.md).
+wait; the `chief` trains under ParameterServerStrategy (see docs/training.md); an
+`evaluator` evaluates the chief's checkpoints as they come (trainer/sidecar.py).
+
+Exit status: 0 done; 2 a user's mistake (`common.cli`); 1 a bug; 130 (Ctrl-C) or
+143 (SIGTERM) after the checkpoint of an interrupted run; `EXIT_RESTART` (203) when a
+parameter server failed under the chief. The training operator's `ExitCode` restart
+policy restarts a pod on 128-255 and fails the job on 1-127, so an interrupted or
+orphaned chief is restarted (and resumes) while a mistake is not retried.
 """
 
 import dataclasses
 import os
+import signal
+import sys
 
 from absl import app
 from absl import flags
@@ -75,6 +84,13 @@ _MODEL_PARAM = flags.DEFINE_multi_string(
     "--model_param=num_interests=8.")
 _EMBEDDING_DIM = flags.DEFINE_integer("embedding_dim", None,
                                       "Shortcut for --model_param=embedding_dim=N.")
+_CLUSTER_WAIT_S = flags.DEFINE_float(
+    "cluster_wait_s", strategy_lib.DEFAULT_CLUSTER_WAIT_S, "Parameter-server training: how "
+    "long the chief waits for every worker and ps to listen before it names those it could "
+    "not reach.")
+
+# 128 + EX_TEMPFAIL: "try again", retryable for the training operator (>= 128).
+EXIT_RESTART = 128 + os.EX_TEMPFAIL
 
 # Where the built-in synthetic data set and default runs go, below the base directory.
 RUNS_DIR = "runs"
@@ -160,7 +176,12 @@ def main(argv):
   role = strategy_lib.task_role(resolver)
   if role in strategy_lib.SERVER_ROLES:
     logging.info("TF_CONFIG: %s task %d, serving until the job ends", role, resolver.task_id)
-    strategy_lib.start_server(resolver).join()
+    server = strategy_lib.start_server(resolver)
+    # join() blocks in C++, where Python signal handlers never run: a server that kept
+    # the trainer's SIGTERM handler would ignore SIGTERM. It has nothing to save.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    server.join()
     return
 
   config = config_from_flags()
@@ -169,9 +190,25 @@ def main(argv):
         config, data=dataclasses.replace(config.data, data_dir=default_data_dir()))
   # Fail on an unknown model or parameter before starting anything heavy.
   config_lib.build_model_config(config.model, max_length=config.data.max_length)
+  if role == strategy_lib.EVALUATOR:
+    from trainer import sidecar  # pylint: disable=g-import-not-at-top
+
+    results = sidecar.evaluate_checkpoints(config)
+    print(f"Evaluated {len(results)} checkpoint(s) of {config.model_dir}"
+          + (f", the last at step {results[-1]['step']}" if results else ""))
+    return
   from trainer import loop  # pylint: disable=g-import-not-at-top
 
-  result = loop.train_and_evaluate(config, strategy_lib.build_strategy(resolver))
+  try:
+    result = loop.train_and_evaluate(config, strategy_lib.build_strategy(
+        resolver, cluster_wait_s=_CLUSTER_WAIT_S.value))
+  except strategy_lib.ParameterServerFailure as e:
+    logging.error("%s Exiting with status %d (restart me).", e, EXIT_RESTART)
+    sys.exit(EXIT_RESTART)
+  except KeyboardInterrupt as e:  # the checkpoint is written (trainer/loop.py)
+    interrupt = signal.SIGTERM if str(e) == "SIGTERM" else signal.SIGINT
+    logging.warning("stopped by %s; the same command resumes from the checkpoint", interrupt.name)
+    sys.exit(128 + interrupt)
   print(f"\nFinal evaluation of {config.model.name} at step {result['step']} on the test split "
         f"({result['protocol']}, {result['num_users']} users, history mask "
         f"{result['mask_history']}):")

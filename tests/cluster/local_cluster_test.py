@@ -2,6 +2,9 @@
 
 import json
 import os
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -26,12 +29,15 @@ def test_cluster_spec_and_tf_config():
 
 
 def test_task_environment_hides_gpus_from_parameter_servers():
-  cluster = local_cluster.cluster_spec(1, 1, [1, 2, 3])
+  cluster = local_cluster.cluster_spec(1, 3, [1, 2, 3, 4, 5])
   ps = local_cluster.task_environment(cluster, "ps", 0, base={"PATH": "/bin"})
   worker = local_cluster.task_environment(cluster, "worker", 0, base={"CUDA_VISIBLE_DEVICES": "1"})
   assert ps["CUDA_VISIBLE_DEVICES"] == "" and ps["PATH"] == "/bin"
   assert worker["CUDA_VISIBLE_DEVICES"] == "1" and worker["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
   assert json.loads(worker["TF_CONFIG"])["task"] == {"type": "worker", "index": 0}
+  # --worker_gpus=0,1: workers 0, 1, 2 get GPU 0, 1, 0 alone.
+  assert [local_cluster.task_environment(cluster, "worker", i, base={}, worker_gpus=("0", "1"))
+          ["CUDA_VISIBLE_DEVICES"] for i in range(3)] == ["0", "1", "0"]
 
 
 def test_free_ports_are_distinct():
@@ -39,10 +45,21 @@ def test_free_ports_are_distinct():
   assert len(set(ports)) == 6 and all(0 < p < 65536 for p in ports)
 
 
-def _run(tmp_path, *args, timeout_s=30.0):
+@pytest.fixture
+def starts(tmp_path, monkeypatch):
+  """Reads the fake tasks' starts: [(name, pid), ...] in order."""
+  path = tmp_path / "starts.log"
+  path.touch()
+  monkeypatch.setenv("FAKE_TASK_LOG", str(path))
+  return lambda: [tuple(line.split()) for line in path.read_text().splitlines()]
+
+
+def _run(tmp_path, *args, timeout_s=30.0, max_restarts=3):
   config = local_cluster.ClusterConfig(
       num_ps=2, num_workers=2, log_dir=str(tmp_path / "logs"), module=_FAKE,
-      trainer_args=tuple(args), timeout_s=timeout_s)
+      trainer_args=(f"--out={tmp_path / 'chief.jsonl'}",) + tuple(args), timeout_s=timeout_s,
+      max_restarts=max_restarts)
+  open(os.environ["FAKE_TASK_LOG"], "w").close()  # each run starts its tasks afresh
   cwd = os.getcwd()
   os.chdir(_REPO_ROOT)  # the fake task is imported as tests.cluster.fake_task
   try:
@@ -51,26 +68,86 @@ def _run(tmp_path, *args, timeout_s=30.0):
     os.chdir(cwd)
 
 
-def test_launcher_passes_flags_and_returns_the_chiefs_status(tmp_path):
-  out = tmp_path / "chief.json"
-  assert _run(tmp_path, f"--out={out}", "--model=sine") == 0
-  with open(out) as f:
-    chief = json.load(f)
+def _chief_runs(tmp_path):
+  with open(tmp_path / "chief.jsonl") as f:
+    return [json.loads(line) for line in f]
+
+
+def test_launcher_passes_flags_and_returns_the_chiefs_status(tmp_path, starts):
+  assert _run(tmp_path, "--model=sine") == 0
+  (chief,) = _chief_runs(tmp_path)
   assert chief["tf_config"]["task"] == {"type": "chief", "index": 0}
   assert len(chief["tf_config"]["cluster"]["ps"]) == 2
   assert chief["unknown_args"] == ["--model=sine"]
-  # Every task logged; the servers had started before they were stopped.
+  # Every task logged; the servers had started (and listened) before the chief.
   logs = sorted(os.listdir(tmp_path / "logs"))
   assert logs == ["chief-0.log", "ps-0.log", "ps-1.log", "worker-0.log", "worker-1.log"]
   with open(tmp_path / "logs" / "ps-1.log") as f:
     assert f.read().startswith("ps-1 started with")
+  assert [name for name, _ in starts()][-1] == "chief-0"
 
   assert _run(tmp_path, "--exit_code=7") == 7
 
 
-def test_launcher_fails_when_a_server_dies_or_time_runs_out(tmp_path):
-  assert _run(tmp_path, "--crash=worker-1", "--chief_sleep=60") == 1
-  assert _run(tmp_path, "--chief_sleep=60", timeout_s=2.0) == 124
+def test_a_killed_worker_is_restarted_on_its_port_and_the_job_goes_on(tmp_path, starts):
+  # 137 = 128 + SIGKILL: retryable, as for the training operator's ExitCode policy.
+  assert _run(tmp_path, "--crash=worker-1", "--crash_status=137", "--chief_sleep=3") == 0
+  assert [name for name, _ in starts()].count("worker-1") == 2
+  with open(tmp_path / "logs" / "worker-1.log") as f:
+    assert "===== worker-1 restarted (start 2) =====" in f.read()
+
+
+def test_a_chief_that_lost_a_parameter_server_is_restarted(tmp_path, starts):
+  assert _run(tmp_path, "--chief_first_status=203") == 0
+  assert [name for name, _ in starts()].count("chief-0") == 2
+  # The restarted chief got the same cluster (the servers kept their ports).
+  first, second = _chief_runs(tmp_path)
+  assert first["tf_config"] == second["tf_config"]
+
+
+def test_failures_that_are_not_retried_stop_the_cluster(tmp_path, starts):
+  # A status of 1-127 is a bug or a user's mistake: never retried.
+  assert _run(tmp_path, "--crash=worker-1", "--chief_sleep=60") == 3
+  # A retryable failure with no restarts left: the task's status.
+  assert _run(tmp_path, "--crash=ps-0", "--crash_status=137", "--chief_sleep=60",
+              max_restarts=0) == 137
+  assert _run(tmp_path, "--chief_sleep=60", timeout_s=2.0) == local_cluster.EXIT_TIMEOUT
+
+
+_LAUNCHER = """
+import sys
+from cluster import local_cluster
+local_cluster.run_cluster(local_cluster.ClusterConfig(
+    num_ps=2, num_workers=2, log_dir=sys.argv[1], module="tests.cluster.fake_task",
+    trainer_args=("--out=" + sys.argv[2], "--chief_sleep=600")))
+"""
+
+
+def _alive(pid):
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
+  except FileNotFoundError:
+    return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_no_task_outlives_a_launcher_killed_with_sigkill(tmp_path, starts):
+  launcher = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(tmp_path / "logs"),
+                               str(tmp_path / "chief.jsonl")], cwd=_REPO_ROOT)
+  try:
+    deadline = time.monotonic() + 30
+    while len(starts()) < 5 and time.monotonic() < deadline:  # 2 ps, 2 workers, the chief
+      time.sleep(0.1)
+    pids = [int(pid) for _, pid in starts()]
+    assert len(pids) == 5 and all(_alive(pid) for pid in pids)
+  finally:
+    launcher.kill()
+    launcher.wait()
+  deadline = time.monotonic() + 10
+  while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+    time.sleep(0.1)
+  assert not [pid for pid in pids if _alive(pid)]
 
 
 @pytest.mark.large

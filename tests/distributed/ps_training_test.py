@@ -154,3 +154,44 @@ def test_train_and_export_under_parameter_servers(strategy, tmp_path):
   vectors = exported.signatures["serving_default"](
       history=tf.constant([["item3", "item4", ""]]), history_timestamps=tf.zeros([1, 3], tf.int64))
   assert vectors[names.USER_VECTORS].shape == (1, 1, DIM)
+
+
+def _tiny_config(data_dir, model_dir):
+  return config_lib.TrainConfig(
+      model_dir=model_dir,
+      data=config_lib.DataConfig(data_dir=data_dir, max_length=10, batch_size=32),
+      model=config_lib.ModelConfig("sine", {"embedding_dim": DIM, "num_interests": 2,
+                                            "num_prototypes": 10}),
+      schedule=config_lib.ScheduleConfig(train_steps=60, log_every=20),
+      checkpoint=config_lib.CheckpointConfig(every_steps=60),
+      # The tiny data's targets are often items consumed before (see loop_test).
+      eval=config_lib.EvalConfig(ks=(1, 10), batch_size=128, mask_history="keep_targets"),
+      export=config_lib.ExportConfig(enabled=False))
+
+
+@pytest.mark.large
+def test_cluster_training_matches_one_process_and_so_do_its_metrics(strategy, tmp_path):
+  """The same data and steps under the cluster and in one process reach a similar loss;
+  the cluster's final metrics are those of its checkpoint evaluated in one process."""
+  data_dir = tiny_data.write(str(tmp_path / "data"))  # 40 items: the full softmax
+  cluster = loop.train_and_evaluate(_tiny_config(data_dir, str(tmp_path / "ps")), strategy)
+  alone = loop.train_and_evaluate(_tiny_config(data_dir, str(tmp_path / "one")),
+                                  tf.distribute.get_strategy())
+  assert cluster["step"] == alone["step"] == 60
+  # The softmax over 40 items starts near log(40) = 3.7. Both runs learn the tiny
+  # data's successor rule; the cluster's two workers apply their updates
+  # asynchronously (each step reads parameters up to one step old), which costs a
+  # little. Measured: see docs/cluster.md.
+  losses = cluster["training"]["softmax"], alone["training"]["softmax"]
+  print(f"\nmean softmax loss of steps 41-60: cluster {losses[0]:.3f}, one process {losses[1]:.3f}")
+  assert max(losses) < 2.5 and abs(losses[0] - losses[1]) < 0.25 * losses[1]
+  assert cluster["metrics"]["hr@10"] > 0.5 and alone["metrics"]["hr@10"] > 0.5
+
+  # The cluster's checkpoint restored and evaluated in this process, on one device.
+  one_process = loop.TrainingRun(_tiny_config(data_dir, str(tmp_path / "ps")),
+                                 tf.distribute.get_strategy())
+  assert one_process.step == 60
+  metrics = one_process.evaluate("test").metrics
+  assert metrics.keys() == cluster["metrics"].keys()
+  for name, value in metrics.items():
+    assert value == pytest.approx(cluster["metrics"][name], rel=1e-6, abs=1e-9), name

@@ -232,7 +232,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 config = loop_test._config(sys.argv[1], sys.argv[2], train_steps=10)
 run = loop.TrainingRun(config, strategy)
-sums = loop.LocalSteps(run, seed=0)(5)
+sums = loop.LocalSteps(run)(5)
 print(json.dumps({"replicas": strategy.num_replicas_in_sync, "step": run.step, **sums}))
 """
 
@@ -245,10 +245,34 @@ def test_mirrored_strategy_scales_the_loss_to_the_global_batch(data_dir, tmp_pat
       capture_output=True, text=True, timeout=300, check=True,
       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}).stdout
   result = json.loads(output.strip().splitlines()[-1])
-  assert result["replicas"] == 2 and result["step"] == 5
+  assert result["replicas"] == 2 and result["step"] == 5 and result["steps"] == 5
   # Each replica gets 16 of the global 32 examples; the sums over replicas add up.
   assert result["examples"] == 5 * 32
   # Summed over the 2 replicas, the scaled softmax is the global-batch mean: near
   # log(40) = 3.7 plus about half the logit variance at the start (twice or half
   # that if the scaling were wrong).
   assert 2.8 < result["softmax"] / 5 < 5.5
+
+
+def test_a_resumed_run_reads_on_where_its_checkpoint_was(data_dir, tmp_path, monkeypatch):
+  """Interrupted after the step-20 checkpoint and resumed, a run ends exactly as an
+  uninterrupted one: the checkpoint holds the input's position. (SINE over 40 items
+  trains with the full softmax and no dropout: the input order is the only thing a
+  resume could change. Reseeding the input instead changes every metric.)"""
+  whole = loop.train_and_evaluate(_config(data_dir, str(tmp_path / "whole"), train_steps=40))
+  config = _config(data_dir, str(tmp_path / "resumed"), train_steps=40)
+  save = loop.TrainingRun.save
+
+  def save_then_die_at_20(run):
+    save(run)
+    if run.step == 20:
+      raise KeyboardInterrupt("simulated kill after the step-20 checkpoint")
+
+  monkeypatch.setattr(loop.TrainingRun, "save", save_then_die_at_20)
+  with pytest.raises(KeyboardInterrupt):
+    loop.train_and_evaluate(config)
+  monkeypatch.setattr(loop.TrainingRun, "save", save)
+  resumed = loop.train_and_evaluate(config)
+  assert resumed["steps"] == {"first": 20, "run": 20, "applied": 20}
+  assert resumed["training"]["total"] == whole["training"]["total"]
+  assert resumed["metrics"] == whole["metrics"]

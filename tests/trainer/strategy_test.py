@@ -1,6 +1,8 @@
 """Strategy selection from the environment (TF_CONFIG), without starting a cluster."""
 
 import json
+import socket
+import time
 
 import pytest
 
@@ -41,10 +43,20 @@ def test_tf_config_without_cluster_is_local(monkeypatch):
 def test_tf_config_chief_is_parsed(monkeypatch):
   _set_tf_config(monkeypatch, "chief")
   resolver = strategy_lib.cluster_resolver_from_environment()
-  assert isinstance(resolver, tf.distribute.cluster_resolver.TFConfigClusterResolver)
   assert strategy_lib.task_role(resolver) == "chief"
-  spec = resolver.cluster_spec().as_dict()
-  assert spec["ps"] == CLUSTER["ps"] and spec["worker"] == CLUSTER["worker"]
+  assert resolver.cluster_spec().as_dict() == CLUSTER
+  assert (resolver.task_type, resolver.task_id, resolver.rpc_layer) == ("chief", 0, "grpc")
+
+
+def test_the_evaluator_is_kept_out_of_the_cluster(monkeypatch):
+  # The training operator lists an Evaluator replica in every task's cluster; a chief
+  # that connected to it would wait forever (it runs no server).
+  with_evaluator = {**CLUSTER, "evaluator": ["localhost:2225"]}
+  for task_type in ("chief", "worker", "evaluator"):
+    _set_tf_config(monkeypatch, task_type, cluster=with_evaluator)
+    resolver = strategy_lib.cluster_resolver_from_environment()
+    assert resolver.cluster_spec().as_dict() == CLUSTER
+    assert strategy_lib.task_role(resolver) == task_type
 
 
 @pytest.mark.parametrize("task_type,index", [("worker", 1), ("ps", 0)])
@@ -69,10 +81,55 @@ def test_malformed_tf_config(monkeypatch):
     strategy_lib.cluster_resolver_from_environment()
 
 
-def test_unsupported_task_type(monkeypatch):
-  _set_tf_config(monkeypatch, "evaluator")
-  with pytest.raises(ValueError, match="evaluator"):
-    strategy_lib.task_role(strategy_lib.cluster_resolver_from_environment())
+@pytest.mark.parametrize("tf_config,message", [
+    ({"cluster": CLUSTER, "task": {"type": "master", "index": 0}}, "task type 'master' is not supported"),
+    ({"cluster": CLUSTER, "task": {"type": "worker", "index": 2}},
+     r"'worker' index 2 is out of range: the cluster has 2 'worker' task\(s\)"),
+    ({"cluster": CLUSTER, "task": {"type": "ps", "index": -1}}, "'ps' index -1 is out of range"),
+    ({"cluster": {"worker": CLUSTER["worker"], "ps": CLUSTER["ps"]}, "task": {"type": "worker"}},
+     "has no 'chief' task"),
+    ({"cluster": {**CLUSTER, "worker": {"1": "localhost:2222"}}, "task": {"type": "ps"}},
+     "must list 'host:port' addresses"),
+    (["chief"], "must be a JSON object"),
+])
+def test_bad_tf_config_is_refused_with_what_was_expected(monkeypatch, tf_config, message):
+  monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
+  with pytest.raises(ValueError, match=message):
+    strategy_lib.cluster_resolver_from_environment()
+
+
+def _listening_socket():
+  listener = socket.socket()
+  listener.bind(("localhost", 0))
+  listener.listen()
+  return listener
+
+
+def test_the_chief_names_the_tasks_it_cannot_reach_within_its_wait():
+  listener = _listening_socket()
+  closed = _listening_socket()
+  closed_port = closed.getsockname()[1]
+  closed.close()  # nothing listens there any more
+  up = f"localhost:{listener.getsockname()[1]}"
+  with listener:
+    strategy_lib.wait_for_servers(tf.train.ClusterSpec({"worker": [up], "ps": [up]}), 2.0)
+    started = time.monotonic()
+    with pytest.raises(ValueError, match=rf"Could not reach 1 task\(s\) of the cluster within 1 s: "
+                                         rf"ps 0 at localhost:{closed_port}: Connection refused"):
+      strategy_lib.wait_for_servers(tf.train.ClusterSpec(
+          {"chief": ["localhost:1"], "worker": [up], "ps": [f"localhost:{closed_port}"]}), 1.0)
+    assert time.monotonic() - started < 5
+
+
+def test_a_server_whose_port_is_taken_says_so():
+  with _listening_socket() as taken:
+    address = f"localhost:{taken.getsockname()[1]}"
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec({"chief": ["localhost:1"], "worker": [address], "ps": ["localhost:2"]}),
+        task_type="worker", task_id=0, rpc_layer="grpc")
+    with pytest.raises(ValueError, match=f"The worker 0 could not listen on {address}.*another "
+                                         "process uses that port"):
+      strategy_lib.start_server(resolver)
 
 
 def test_server_config_has_enough_inter_op_threads():
