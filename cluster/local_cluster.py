@@ -8,7 +8,11 @@ separate `python -m trainer.main <arguments after -->` process with its own
 `TF_CONFIG` on free localhost ports: the same processes a Kubernetes TFJob starts
 (cluster/tfjob_ps.yaml), on one machine. The ps and worker tasks start a
 `tf.distribute.Server` and wait; the chief starts once they all listen and trains
-under ParameterServerStrategy. Each task logs to `LOG_DIR/<task>-<index>.log` (a
+under ParameterServerStrategy. With `--evaluator` a side-car evaluator starts with
+the chief: the same command with TF_CONFIG task type `evaluator`, which the training
+operator lists in every task's cluster and the trainer keeps out of the cluster it
+connects (trainer/strategy.py); it evaluates each checkpoint, and the launcher waits
+for it to evaluate the last one. Each task logs to `LOG_DIR/<task>-<index>.log` (a
 restarted task appends to its log).
 
 Restarts follow the training operator's `ExitCode` policy (trainer/main.py): a task
@@ -52,6 +56,7 @@ from common import cli
 CHIEF = "chief"
 WORKER = "worker"
 PS = "ps"
+EVALUATOR = "evaluator"
 TRAINER_MODULE = "trainer.main"
 EXIT_TIMEOUT = 124
 
@@ -79,9 +84,10 @@ class ClusterConfig:
     server_wait_s: how long the servers may take to listen before the chief starts.
     worker_gpus: GPU ids; worker i sees only `worker_gpus[i % len(worker_gpus)]`.
       Empty: every worker sees every GPU.
+    evaluator: also run a side-car evaluator.
     cluster: the cluster's `{job: [address, ...]}` instead of free localhost ports
-      (its addresses must be this machine's); its job sizes replace num_ps and
-      num_workers.
+      (its addresses must be this machine's); its job sizes replace num_ps,
+      num_workers and evaluator.
   """
   num_ps: int = 2
   num_workers: int = 2
@@ -93,15 +99,19 @@ class ClusterConfig:
   max_restarts: int = 3
   server_wait_s: float = 120.0
   worker_gpus: Tuple[str, ...] = ()
+  evaluator: bool = False
   cluster: Optional[Mapping[str, Sequence[str]]] = None
 
   def __post_init__(self):
     if self.cluster is not None:
-      if sorted(self.cluster) != sorted((CHIEF, WORKER, PS)) or len(self.cluster[CHIEF]) != 1:
-        raise ValueError(f"A cluster needs one 'chief' and 'worker' and 'ps' tasks, no other job; "
-                         f"got {dict(self.cluster)}.")
+      jobs = sorted(self.cluster)
+      if (jobs not in (sorted((CHIEF, WORKER, PS)), sorted((CHIEF, WORKER, PS, EVALUATOR)))
+          or len(self.cluster[CHIEF]) != 1 or len(self.cluster.get(EVALUATOR, [])) > 1):
+        raise ValueError(f"A cluster needs one 'chief', 'worker' and 'ps' tasks and at most one "
+                         f"'evaluator', no other job; got {dict(self.cluster)}.")
       object.__setattr__(self, "num_ps", len(self.cluster[PS]))
       object.__setattr__(self, "num_workers", len(self.cluster[WORKER]))
+      object.__setattr__(self, "evaluator", EVALUATOR in self.cluster)
     if self.num_ps < 1 or self.num_workers < 1:
       raise ValueError(f"A parameter-server cluster needs at least one ps and one worker; got "
                        f"num_ps={self.num_ps}, num_workers={self.num_workers}.")
@@ -120,19 +130,23 @@ def free_ports(count: int, host: str = "localhost") -> List[int]:
 
 
 def cluster_spec(num_ps: int, num_workers: int, ports: Sequence[int],
-                 host: str = "localhost") -> Dict[str, List[str]]:
-  """The `cluster` part of TF_CONFIG: chief first, then workers, then ps.
+                 host: str = "localhost", evaluator: bool = False) -> Dict[str, List[str]]:
+  """The `cluster` part of TF_CONFIG: chief first, then workers, ps, the evaluator.
 
   Example: `cluster_spec(1, 2, [5000, 5001, 5002, 5003])` is
   `{"chief": ["localhost:5000"], "worker": ["localhost:5001", "localhost:5002"],
-  "ps": ["localhost:5003"]}`.
+  "ps": ["localhost:5003"]}`. The evaluator's address is only a name (like the
+  training operator's): it runs no server.
   """
-  if len(ports) != 1 + num_workers + num_ps:
-    raise ValueError(f"Need {1 + num_workers + num_ps} ports (1 chief, {num_workers} workers, "
-                     f"{num_ps} ps), got {len(ports)}.")
+  if len(ports) != 1 + num_workers + num_ps + evaluator:
+    raise ValueError(f"Need {1 + num_workers + num_ps + evaluator} ports (1 chief, {num_workers} "
+                     f"workers, {num_ps} ps{', 1 evaluator' if evaluator else ''}), got {len(ports)}.")
   addresses = [f"{host}:{port}" for port in ports]
-  return {CHIEF: addresses[:1], WORKER: addresses[1:1 + num_workers],
-          PS: addresses[1 + num_workers:]}
+  cluster = {CHIEF: addresses[:1], WORKER: addresses[1:1 + num_workers],
+             PS: addresses[1 + num_workers:1 + num_workers + num_ps]}
+  if evaluator:
+    cluster[EVALUATOR] = addresses[-1:]
+  return cluster
 
 
 def tf_config(cluster: Mapping[str, Sequence[str]], task_type: str, index: int) -> str:
@@ -240,8 +254,12 @@ def _check(tasks: Sequence[_Task], restarts: List[int], config: ClusterConfig) -
   """Restarts failed servers (and a failed chief) that may be retried; raises _Failed else."""
   for task in tasks:
     status = task.poll()
-    if status is None or (task.task_type == CHIEF and not is_retryable(status)):
-      continue  # running, or a chief that is done: the caller ends the cluster
+    if status is None:
+      continue  # running
+    if task.task_type == CHIEF and not is_retryable(status):
+      continue  # done, or failed for good: the caller ends the cluster with its status
+    if task.task_type == EVALUATOR and status == 0:
+      continue  # it evaluated the chief's last checkpoint
     if is_retryable(status) and restarts[0] < config.max_restarts:
       restarts[0] += 1
       logging.warning("%s exited with status %d; restarting it (restart %d of at most %d).",
@@ -271,18 +289,21 @@ def run_cluster(config: ClusterConfig) -> int:
   if config.cluster is not None:
     cluster = {job: list(addresses) for job, addresses in config.cluster.items()}
   else:
-    num_tasks = 1 + config.num_workers + config.num_ps
+    num_tasks = 1 + config.num_workers + config.num_ps + config.evaluator
     cluster = cluster_spec(config.num_ps, config.num_workers, free_ports(num_tasks, config.host),
-                           config.host)
+                           config.host, config.evaluator)
   logging.info("Cluster %s; logs in %s", json.dumps(cluster), log_dir)
   command = [sys.executable, "-m", config.module, *config.trainer_args]
   tasks = [_Task(task_type, index, command,
                  task_environment(cluster, task_type, index, worker_gpus=config.worker_gpus),
                  os.path.join(log_dir, f"{task_type}-{index}.log"))
-           for task_type in (PS, WORKER, CHIEF) for index in range(len(cluster[task_type]))]
+           for task_type in (PS, WORKER, CHIEF, EVALUATOR)
+           for index in range(len(cluster.get(task_type, [])))]
   for task in tasks:  # a rerun into the same log_dir starts fresh logs
     open(task.log_path, "w").close()
-  servers, chief = tasks[:-1], tasks[-1]
+  servers = [t for t in tasks if t.task_type in (PS, WORKER)]
+  chief = next(t for t in tasks if t.task_type == CHIEF)
+  evaluators = [t for t in tasks if t.task_type == EVALUATOR]
   restarts = [0]
   deadline = None if config.timeout_s is None else time.monotonic() + config.timeout_s
 
@@ -311,11 +332,13 @@ def run_cluster(config: ClusterConfig) -> int:
       if out_of_time():
         return EXIT_TIMEOUT
       time.sleep(_POLL_S)
-    chief.start()
+    for task in [chief] + evaluators:
+      task.start()
     while True:
       _check(tasks, restarts, config)
       status = chief.poll()
-      if status is not None:
+      # The evaluator ends by itself after the chief's last checkpoint.
+      if status is not None and (status or all(t.poll() == 0 for t in evaluators)):
         break
       if out_of_time():
         return EXIT_TIMEOUT
@@ -339,6 +362,8 @@ _MAX_RESTARTS = flags.DEFINE_integer(
     "max_restarts", 3, "Restarts of tasks that exit with status >= 128 or by a signal, in all.")
 _WORKER_GPUS = flags.DEFINE_list("worker_gpus", [], "GPU ids; worker i sees only "
                                  "worker_gpus[i % len]. Empty: every worker sees every GPU.")
+_EVALUATOR = flags.DEFINE_bool("evaluator", False, "Also run a side-car evaluator (TF_CONFIG "
+                               "task type evaluator) that evaluates each checkpoint.")
 
 
 def config_from_flags(trainer_args: Sequence[str]) -> ClusterConfig:
@@ -347,7 +372,7 @@ def config_from_flags(trainer_args: Sequence[str]) -> ClusterConfig:
   return ClusterConfig(num_ps=_NUM_PS.value, num_workers=_NUM_WORKERS.value,
                        log_dir=flags.FLAGS.log_dir, trainer_args=tuple(trainer_args),
                        timeout_s=_TIMEOUT_S.value, max_restarts=_MAX_RESTARTS.value,
-                       worker_gpus=tuple(_WORKER_GPUS.value))
+                       worker_gpus=tuple(_WORKER_GPUS.value), evaluator=_EVALUATOR.value)
 
 
 def main(argv):

@@ -6,7 +6,8 @@ appends its TF_CONFIG, arguments and environment as one JSON line to `--out` and
 with `--exit_code` (after `--chief_sleep` seconds). `--crash=worker-1` makes that
 task exit at once with status 3 on its first start; `--crash_status` sets another
 status (e.g. 137 to stand for SIGKILL). `--chief_first_status=203` makes the chief's
-first start exit with that status (a chief that lost a parameter server).
+first start exit with that status (a chief that lost a parameter server). An evaluator
+appends its line to `--out` like the chief and exits with 0 after `--chief_sleep`.
 """
 
 import argparse
@@ -36,7 +37,7 @@ def main():
     f.write(f"{name} {os.getpid()}\n")
   with open(starts_log) as f:
     first_start = [line.split()[0] for line in f].count(name) == 1
-  if task["type"] != "chief":
+  if task["type"] not in ("chief", "evaluator"):
     if name == args.crash and first_start:
       sys.exit(args.crash_status)
     host, port = tf_config["cluster"][task["type"]][task["index"]].rsplit(":", 1)
@@ -52,6 +53,8 @@ def main():
                         "allow_growth": os.environ.get("TF_FORCE_GPU_ALLOW_GROWTH"),
                         "cuda": os.environ.get("CUDA_VISIBLE_DEVICES")}) + "\n")
   time.sleep(args.chief_sleep)
+  if task["type"] == "evaluator":
+    sys.exit(0)
   if args.chief_first_status is not None and first_start:
     sys.exit(args.chief_first_status)
   sys.exit(args.exit_code)

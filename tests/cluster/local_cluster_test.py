@@ -54,11 +54,11 @@ def starts(tmp_path, monkeypatch):
   return lambda: [tuple(line.split()) for line in path.read_text().splitlines()]
 
 
-def _run(tmp_path, *args, timeout_s=30.0, max_restarts=3):
+def _run(tmp_path, *args, timeout_s=30.0, max_restarts=3, evaluator=False):
   config = local_cluster.ClusterConfig(
       num_ps=2, num_workers=2, log_dir=str(tmp_path / "logs"), module=_FAKE,
       trainer_args=(f"--out={tmp_path / 'chief.jsonl'}",) + tuple(args), timeout_s=timeout_s,
-      max_restarts=max_restarts)
+      max_restarts=max_restarts, evaluator=evaluator)
   open(os.environ["FAKE_TASK_LOG"], "w").close()  # each run starts its tasks afresh
   cwd = os.getcwd()
   os.chdir(_REPO_ROOT)  # the fake task is imported as tests.cluster.fake_task
@@ -103,6 +103,16 @@ def test_a_chief_that_lost_a_parameter_server_is_restarted(tmp_path, starts):
   # The restarted chief got the same cluster (the servers kept their ports).
   first, second = _chief_runs(tmp_path)
   assert first["tf_config"] == second["tf_config"]
+
+
+def test_a_side_car_evaluator_runs_beside_the_chief_and_is_waited_for(tmp_path, starts):
+  # The launcher waits for the evaluator's own end (0), and only then stops the servers.
+  assert _run(tmp_path, "--chief_sleep=2", evaluator=True) == 0
+  chief, evaluator = sorted(_chief_runs(tmp_path), key=lambda run: run["tf_config"]["task"]["type"])
+  assert evaluator["tf_config"]["task"] == {"type": "evaluator", "index": 0}
+  # Like the training operator, every task's cluster lists the evaluator.
+  assert chief["tf_config"]["cluster"]["evaluator"] == evaluator["tf_config"]["cluster"]["evaluator"]
+  assert sorted(name for name, _ in starts())[:2] == ["chief-0", "evaluator-0"]
 
 
 def test_failures_that_are_not_retried_stop_the_cluster(tmp_path, starts):
@@ -150,33 +160,53 @@ def test_no_task_outlives_a_launcher_killed_with_sigkill(tmp_path, starts):
   assert not [pid for pid in pids if _alive(pid)]
 
 
-@pytest.mark.large
-def test_sine_trains_and_exports_on_a_real_local_cluster(tmp_path):
-  # 1 chief + 2 workers + 2 ps, each a `python -m trainer.main` process, on tiny data.
-  from tests.trainer import tiny_data  # pylint: disable=g-import-not-at-top  (imports TF)
+def _localized(cluster):
+  """The operator's cluster with each address replaced by a free localhost port."""
+  ports = iter(local_cluster.free_ports(sum(map(len, cluster.values()))))
+  return {job: [f"localhost:{next(ports)}" for _ in addresses] for job, addresses in cluster.items()}
 
+
+@pytest.mark.large
+def test_sine_trains_and_exports_on_the_tfjobs_cluster_run_locally(tmp_path):
+  """cluster/tfjob_ps.yaml's cluster as the training operator writes it into TF_CONFIG
+  (its Evaluator replica included), with 1 worker instead of 4 for this 2-core machine
+  and localhost ports for its service names: 1 chief, 1 worker, 2 ps and the side-car
+  evaluator, each a `python -m trainer.main` process, on tiny data."""
+  from tests.cluster import operator_tf_config  # pylint: disable=g-import-not-at-top
+  from tests.trainer import tiny_data  # pylint: disable=g-import-not-at-top  (imports TF)
+  import yaml  # pylint: disable=g-import-not-at-top
+
+  with open(os.path.join(_REPO_ROOT, "cluster", "tfjob_ps.yaml")) as f:
+    tfjob = yaml.safe_load(f)
+  tfjob["spec"]["tfReplicaSpecs"]["Worker"]["replicas"] = 1
+  cluster = _localized(operator_tf_config.cluster_spec(tfjob))
+  assert sorted(cluster) == ["chief", "evaluator", "ps", "worker"] and len(cluster["ps"]) == 2
   data_dir = tiny_data.write(str(tmp_path / "data"))
   model_dir = tmp_path / "model"
   config = local_cluster.ClusterConfig(
-      num_ps=2, num_workers=2, log_dir=str(tmp_path / "logs"), timeout_s=150,
+      cluster=cluster, log_dir=str(tmp_path / "logs"), timeout_s=240,
       trainer_args=("--model=sine", f"--data_dir={data_dir}", f"--model_dir={model_dir}",
                     "--train_steps=6", "--batch_size=16", "--embedding_dim=8",
                     "--model_param=num_prototypes=4", "--model_param=num_interests=2",
-                    "--eval_every=0", "--log_every=2", "--ks=10"))
+                    "--eval_every=0", "--log_every=2", "--checkpoint_every=2", "--ks=10"))
   cwd = os.getcwd()
   os.chdir(_REPO_ROOT)
   try:
     status = local_cluster.run_cluster(config)
   finally:
     os.chdir(cwd)
-  with open(tmp_path / "logs" / "chief-0.log") as f:
-    chief_log = f.read()
-  assert status == 0, chief_log[-3000:]
+  logs = {name: (tmp_path / "logs" / f"{name}.log").read_text()
+          for name in ("chief-0", "evaluator-0")}
+  assert status == 0, logs["chief-0"][-3000:] + logs["evaluator-0"][-3000:]
   with open(model_dir / "metrics.json") as f:
     metrics = json.load(f)
-  assert metrics["step"] == 6, metrics  # the coordinator ran all steps on the workers
+  assert metrics["step"] == 6, metrics  # the coordinator ran all steps on the worker
   exports = [name for name in os.listdir(model_dir / "export") if name.isdigit()]
   assert len(exports) == 1
   assert os.path.exists(model_dir / "export" / exports[0] / "saved_model.pb")
-  # The chief really trained under ParameterServerStrategy, not alone.
-  assert "ParameterServerStrategy" in chief_log
+  # The chief really trained under ParameterServerStrategy, on a cluster without the
+  # evaluator (connecting to it would have hung).
+  assert "ParameterServerStrategy" in logs["chief-0"]
+  assert "'evaluator'" not in logs["chief-0"].split("is initialized with cluster_spec:")[1].split("\n")[0]
+  # The evaluator scored checkpoints up to the last one.
+  assert "evaluator: valid at step 6" in logs["evaluator-0"]
