@@ -356,7 +356,8 @@ class LocalSteps:
     iterator = iter(run.strategy.distribute_datasets_from_function(run.train_dataset_fn(seed)))
     if keeps_position:
       run.checkpoint.input = iterator
-    self._interrupted = tf.Variable(False, trainable=False, name="interrupted")
+    with tf.device("/cpu:0"):  # a loop condition, read on the host
+      self._interrupted = tf.Variable(False, trainable=False, name="interrupted")
     if run.strategy.num_replicas_in_sync > 1:
       # Collective all-reduces inside an in-graph loop can pair up across iterations
       # (RING collectives, used on CPUs and virtual GPUs, are not ordered), so with
@@ -393,13 +394,9 @@ class CoordinatedSteps:
   and one waiting per worker). An interrupt (KeyboardInterrupt) stops the
   scheduling and waits for the steps already scheduled, which would otherwise go on
   changing the variables while the checkpoint is written: the checkpoint then holds
-  the step its name says.
-
-  Attributes:
-    scheduled: steps scheduled by this object. ClusterCoordinator runs a step again
-      on another worker when its worker fails before returning, so the optimizer
-      may apply more steps than were scheduled (or, after a failure mid-update,
-      part of one twice).
+  the step its name says. ClusterCoordinator runs a step again on another worker
+  when its worker fails before returning, so the optimizer may apply more steps than
+  come back (or, after a failure mid-update, part of one twice).
   """
 
   def __init__(self, run: TrainingRun):
@@ -412,7 +409,6 @@ class CoordinatedSteps:
     self._iterator = iter(per_worker)
     self._step = tf.function(run.distributed_step)
     self._ahead = 2 * strategy_lib.num_workers(run.strategy)
-    self.scheduled = 0
 
   def __call__(self, num_steps: int) -> Dict[str, float]:
     pending = collections.deque()
@@ -422,7 +418,6 @@ class CoordinatedSteps:
         if len(pending) >= self._ahead:
           records.append(_fetch(pending.popleft()))
         pending.append(self._coordinator.schedule(self._step, args=(self._iterator,)))
-        self.scheduled += 1
       records.extend(_fetch(result) for result in pending)
     except KeyboardInterrupt:
       self._coordinator.join()

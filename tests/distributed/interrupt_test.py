@@ -3,10 +3,11 @@
 On one device the trainer runs `--log_every` steps inside one `tf.function` call, and
 Python runs its SIGTERM handler only when that call returns; the loop also checks,
 before each step, a flag that a thread sets as soon as the signal arrives
-(trainer/loop.py). Here the trainer runs 400 steps per call: SIGTERM sent just after
-the progress line of step 400 must give a checkpoint a little past 400, not at 800,
-named by the step it holds, and exit status 143 (128 + SIGTERM, which a TFJob's
-ExitCode policy restarts).
+(trainer/loop.py). Here the trainer runs 400 steps per call: SIGTERM sent a quarter
+of a call's time after the progress line of step 800 (the next call then runs; the
+first call's rate includes tracing, the second's does not) must give a checkpoint a
+little past 800, not at 1200, named by the step it holds, and exit status 143
+(128 + SIGTERM, which a TFJob's ExitCode policy restarts).
 """
 
 import os
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.large
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LOG_EVERY = 400
+BATCH = 16
 
 
 def test_sigterm_checkpoints_the_step_it_stopped_at_without_finishing_the_interval(tmp_path):
@@ -35,7 +37,7 @@ def test_sigterm_checkpoints_the_step_it_stopped_at_without_finishing_the_interv
   trainer = subprocess.Popen(
       [sys.executable, "-m", "trainer.main", "--model=sine", f"--data_dir={data_dir}",
        f"--model_dir={model_dir}", "--train_steps=100000", f"--log_every={LOG_EVERY}",
-       "--checkpoint_every=100000", "--batch_size=16", "--embedding_dim=8",
+       "--checkpoint_every=100000", f"--batch_size={BATCH}", "--embedding_dim=8",
        "--model_param=num_prototypes=4", "--model_param=num_interests=2", "--export=false"],
       cwd=_REPO_ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
@@ -44,12 +46,15 @@ def test_sigterm_checkpoints_the_step_it_stopped_at_without_finishing_the_interv
   log = []
   try:
     deadline = time.monotonic() + 180
-    while not any(f"step {LOG_EVERY}/" in line for line in log):
+    while not (progress := re.search(rf"step {2 * LOG_EVERY}/.*, (\d+) examples/s", "".join(log))):
       assert time.monotonic() < deadline and trainer.poll() is None, "".join(log)[-3000:]
       try:
         log.append(lines.get(timeout=1))
       except queue.Empty:
         pass
+    # A signal between two calls is handled before the next starts (a checkpoint at
+    # 800, also right): wait until the next call is a quarter done.
+    time.sleep(0.25 * LOG_EVERY * BATCH / int(progress.group(1)))
     sent = time.monotonic()
     trainer.send_signal(signal.SIGTERM)
     status = trainer.wait(timeout=60)
@@ -63,8 +68,9 @@ def test_sigterm_checkpoints_the_step_it_stopped_at_without_finishing_the_interv
   text = "".join(log)
   assert status == 128 + signal.SIGTERM, text[-3000:]
   step = int(re.search(r"interrupted at step (\d+)", text).group(1))
-  assert LOG_EVERY < step < 2 * LOG_EVERY, text[-3000:]
+  assert 2 * LOG_EVERY < step < 3 * LOG_EVERY, text[-3000:]
   prefix = tf.train.latest_checkpoint(str(model_dir / "checkpoints"))
   assert prefix.endswith(f"ckpt-{step}")
   assert tf.train.load_variable(prefix, "step/.ATTRIBUTES/VARIABLE_VALUE") == step
-  print(f"\nSIGTERM after step {LOG_EVERY}: checkpoint of step {step}, exited {latency:.2f} s later")
+  print(f"\nSIGTERM in the call after step {2 * LOG_EVERY}: checkpoint of step {step}, exited "
+        f"{latency:.2f} s later")
