@@ -5,10 +5,13 @@ Set-ups, picked from the environment:
 * No cluster (`TF_CONFIG` unset or without a `cluster`): the default strategy on
   one CPU or GPU, or `MirroredStrategy` when the machine has more than one GPU.
 * `TF_CONFIG` naming `ps`, `worker` and `chief` tasks: the chief is the coordinator
-  and trains under `ParameterServerStrategy`; every variable larger than
-  `min_shard_bytes` (in practice: the item table) is split into up to one shard per
-  parameter server by `MinSizePartitioner`. Workers compute on their GPU(s) when
-  they have them: the strategy discovers the workers' devices when it connects.
+  and trains under `ParameterServerStrategy`; every table (a variable with at least
+  `TABLE_ROWS_PER_COLUMN` times more rows than columns: the item table, item biases,
+  large feature vocabularies) larger than `min_shard_bytes` is split by rows into up
+  to one shard per parameter server (`MinSizePartitioner`). Other weights stay whole:
+  Keras' fused GRU cannot take a kernel split over tasks ("Cannot colocate nodes"),
+  and nothing gains from splitting a square kernel. Workers compute on their GPU(s)
+  when they have them: the strategy discovers the workers' devices when it connects.
 * `TF_CONFIG` for a `ps` or `worker` task: that process only serves
   (`start_server(...).join()`); the chief sends it work.
 * `TF_CONFIG` for an `evaluator` task: a side-car that evaluates the chief's
@@ -46,6 +49,9 @@ TASK_TYPES = (CHIEF, WORKER, PS, EVALUATOR)
 # servers buys nothing and costs a round trip per shard. The item table (rows x dim x 4
 # bytes) is far above it for any real catalog.
 DEFAULT_MIN_SHARD_BYTES = 256 << 10
+# A GRU's kernels are [input, 3 x units] and [units, 3 x units], attention and
+# feed-forward kernels [D, k x D]: never this tall. Tables are [rows, D] with rows >> D.
+TABLE_ROWS_PER_COLUMN = 4
 # How long the chief waits for the workers and parameter servers to listen. Pods of a
 # TFJob start in any order; a task that is not up by then is named in the error.
 DEFAULT_CLUSTER_WAIT_S = 120.0
@@ -180,6 +186,20 @@ def wait_for_servers(cluster_spec: tf.train.ClusterSpec, timeout_s: float) -> No
     time.sleep(min(_PROBE_TIMEOUT_S, max(0.0, deadline - now)))
 
 
+class TablePartitioner(tf.distribute.experimental.partitioners.Partitioner):
+  """`MinSizePartitioner` for tables only; any other variable stays one piece."""
+
+  def __init__(self, min_shard_bytes: int, max_shards: int):
+    self._by_size = tf.distribute.experimental.partitioners.MinSizePartitioner(
+        min_shard_bytes=min_shard_bytes, max_shards=max_shards)
+
+  def __call__(self, shape, dtype, axis=0):
+    columns = shape.num_elements() // max(1, shape[axis])
+    if shape[axis] < TABLE_ROWS_PER_COLUMN * columns:
+      return [1] * shape.rank
+    return self._by_size(shape, dtype, axis)
+
+
 def _port_in_use(error: tf.errors.OpError, role: str, index: int, address: str) -> ValueError:
   return ValueError(
       f"The {role} {index} could not listen on {address} ({error.message}): another process "
@@ -197,7 +217,7 @@ def build_strategy(
 
   Args:
     cluster_resolver: the cluster; read from `TF_CONFIG` when None.
-    min_shard_bytes: variables are cut into shards of at least this many bytes, at
+    min_shard_bytes: tables are cut into shards of at least this many bytes, at
       most one per parameter server (parameter-server training only).
     cluster_wait_s: how long the chief waits for the workers and ps to listen.
 
@@ -224,8 +244,7 @@ def build_strategy(
   cluster_spec = cluster_resolver.cluster_spec()
   wait_for_servers(cluster_spec, cluster_wait_s)
   num_ps = len(cluster_spec.as_dict().get(PS, []))
-  partitioner = tf.distribute.experimental.partitioners.MinSizePartitioner(
-      min_shard_bytes=min_shard_bytes, max_shards=num_ps)
+  partitioner = TablePartitioner(min_shard_bytes=min_shard_bytes, max_shards=num_ps)
   try:
     return tf.distribute.ParameterServerStrategy(cluster_resolver, variable_partitioner=partitioner)
   except tf.errors.UnknownError as e:  # "Could not start gRPC server"

@@ -136,3 +136,18 @@ def test_server_config_has_enough_inter_op_threads():
   # 2 workers need at least 3 inter-op threads, whatever the core count.
   assert strategy_lib.server_config(num_workers=2).inter_op_parallelism_threads >= 3
   assert strategy_lib.server_config(num_workers=40).inter_op_parallelism_threads >= 41
+
+
+def test_only_tables_are_partitioned():
+  partitioner = strategy_lib.TablePartitioner(min_shard_bytes=4096, max_shards=2)
+  shards = lambda *shape: partitioner(tf.TensorShape(shape), tf.float32)  # noqa: E731
+  # MinSizePartitioner's count: ceil(bytes / 4,096), at most max_shards.
+  # An item table of 202 x 16 floats (12,928 bytes): min(4, 2) = 2 shards.
+  assert shards(202, 16) == [2, 1]
+  # An item bias: a vector is a table of one column. 1,000 floats: 1 shard.
+  assert shards(1000) == [1] and shards(2000) == [2]
+  # A GRU's recurrent kernel (64 units: 64 x 192, 49 kB) and input kernel stay whole:
+  # Keras' fused GRU cannot take them split over tasks.
+  assert shards(64, 192) == [1, 1] and shards(16, 192) == [1, 1]
+  # Not 4 rows per column: not a table, whatever its size.
+  assert shards(202, 64) == [1, 1]
