@@ -26,8 +26,10 @@ setup(
         "starlette>=1.0,<2",
         "uvicorn>=0.30,<1",
     ],
-    # PyYAML and jsonschema check the Kubernetes manifests against their schemas.
-    extras_require={"test": ["pytest>=8", "pyyaml>=6", "jsonschema>=4.18"]},
+    # PyYAML and jsonschema check the Kubernetes manifests against their schemas; matplotlib
+    # draws the benchmarks' figures in docs/.
+    extras_require={"test": ["pytest>=8", "pyyaml>=6", "jsonschema>=4.18"],
+                    "bench": ["matplotlib>=3.8"]},
     entry_points={
         "console_scripts": [
             "dcg-prepare=input_pipeline.prepare:run",

@@ -45,6 +45,7 @@ from input_pipeline import data_spec
 from input_pipeline import prepare
 from retrieval import requests
 from trainer import config as config_lib
+import plots
 import tensorflow as tf  # pylint: disable=g-bad-import-order  (after our packages: Keras 2)
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -238,25 +239,16 @@ def robustness() -> Dict[str, Dict[str, List[Dict[str, object]]]]:
 
 
 def plot_robustness(results, path: str) -> None:
-  import matplotlib  # pylint: disable=g-import-not-at-top  (a benchmark-only dependency)
-  matplotlib.use("Agg")
-  from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
-
   levels = sorted(results, key=float)
-  figure, axis = pyplot.subplots(figsize=(5, 3.5))
+  series = {}
   for variant, label in (("dss", "DSS (seq2item + seq2seq)"),
                          ("dss_no_seq2seq", "seq2item only")):
     clean = _mean(results["0"][variant], "full", "ndcg@10")
-    axis.plot([float(level) for level in levels],
-              [_mean(results[level][variant], "full", "ndcg@10") / clean for level in levels],
-              marker="o", label=label)
-  axis.set_xlabel("fraction of training clicks replaced by random items")
-  axis.set_ylabel("NDCG@10 / NDCG@10 on clean data")
-  axis.set_title("amazon_beauty, full ranking")
-  axis.grid(alpha=0.3)
-  axis.legend()
-  figure.tight_layout()
-  figure.savefig(path, dpi=120)
+    series[label] = [(float(level), _mean(results[level][variant], "full", "ndcg@10") / clean)
+                     for level in levels]
+  plots.line_plot(path, series, title="amazon_beauty, full ranking",
+                  xlabel="fraction of training clicks replaced by random items",
+                  ylabel="NDCG@10 / NDCG@10 on clean data")
 
 
 def main(argv):

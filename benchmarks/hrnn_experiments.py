@@ -39,7 +39,7 @@ results. Experiments (`--experiments`):
   report      Markdown tables of every result found in `--work_dir` (and the S3-Rec
               quality runs in `--quality_dir`), next to the paper's figures.
 
-Plots are written as SVG next to the JSON (`svg_plot`, no plotting library needed).
+Plots are written as SVG next to the JSON (`plots.line_plot`, matplotlib: `pip install -e ".[bench]"`).
 """
 
 import json
@@ -68,7 +68,7 @@ from trainer import config as config_lib
 from trainer import evaluation
 import hrnn_report
 import hrnn_retraining
-import svg_plot
+import plots
 import timelines
 import tensorflow as tf  # pylint: disable=g-bad-import-order  (after our packages: Keras 2)
 
@@ -420,7 +420,6 @@ def time_delta() -> None:
   genres = [set(data.item_feature_names[f][len("genre="):] for f in row
                 if f < data.num_item_features) for row in data.item_features]
   share = data.item_counts / data.item_counts.sum()
-  index_of = {raw: i for i, raw in enumerate(data.item_ids)}
   exported = tf.saved_model.load(export_root)
   serve = exported.signatures["serving_default"]
   items = exported.signatures["item_embeddings"]()
@@ -475,14 +474,14 @@ def time_delta() -> None:
             "examples_rule": "the first test users whose top-1 changes with the delay",
             "examples": examples, "users": len(tops[0])}
   write("time_delta", record)
-  svg_plot.svg_plot(os.path.join(_WORK_DIR.value, "time_delta.svg"), {
+  plots.line_plot(os.path.join(_WORK_DIR.value, "time_delta.svg"), {
       "top-10 overlap with 0 s": [(max(d, 1), summary[str(d)]["top10_overlap_vs_0s"]) for d in deltas],
       "genre overlap w/ last": [(max(d, 1), summary[str(d)]["genre_overlap_with_last_item"])
                                 for d in deltas],
       "top-1 changed": [(max(d, 1), summary[str(d)]["top1_changed_vs_0s"]) for d in deltas]},
       title="Same histories, different request delays (ML-100K)",
       xlabel="delay after the last event, s (0 drawn at 1)", ylabel="share", logx=True)
-  svg_plot.svg_plot(os.path.join(_WORK_DIR.value, "time_delta_popularity.svg"), {
+  plots.line_plot(os.path.join(_WORK_DIR.value, "time_delta_popularity.svg"), {
       "mean popularity share of top-10": [(max(d, 1), summary[str(d)]["mean_popularity_share"])
                                           for d in deltas]},
       title="Popularity of the recommendations by delay", xlabel="delay, s", ylabel="share",
@@ -636,11 +635,11 @@ def throughput() -> None:
       print(row)
       del model, optimizer
   write("throughput", record)
-  svg_plot.svg_plot(os.path.join(_WORK_DIR.value, "throughput.svg"),
-           {name: [(r["items"], r["items_per_second"]) for r in record["rows"]
-                   if r["softmax"] == name] for name in ("sampled", "dense")},
-           title="Training throughput by catalog size (2-core CPU)", xlabel="items",
-           ylabel="items/s", logx=True)
+  plots.line_plot(os.path.join(_WORK_DIR.value, "throughput.svg"),
+                  {name: [(r["items"], r["items_per_second"]) for r in record["rows"]
+                          if r["softmax"] == name] for name in ("sampled", "dense")},
+                  title="Training throughput by catalog size (2-core CPU)", xlabel="items",
+                  ylabel="items/s", logx=True)
 
 
 def retrain() -> None:

@@ -32,7 +32,7 @@ from input_pipeline import schema
 from models import hrnn_meta
 from models import losses
 from trainer import evaluation
-import svg_plot
+import plots
 import timelines
 import tensorflow as tf  # pylint: disable=g-bad-import-order  (after our packages: Keras 2)
 import tf_keras
@@ -169,10 +169,10 @@ def retrain(data_dir: str, work_dir: str, *, seed: int, epochs: float, window_da
             "mean": {name: _mean([{k: v for k, v in w.items() if k not in ("window", "start")}
                                       for w in windows]) for name, windows in curves.items()}}
   files.write_json(os.path.join(work_dir, "retrain.json"), record)
-  svg_plot.svg_plot(os.path.join(work_dir, "retrain.svg"),
-           {name: [(w["window"], w["recall@20"]) for w in windows]
-            for name, windows in curves.items()},
-           title="Retraining with item trend correction (ML-100K)",
-           xlabel=f"test window ({step_days:g} days each)", ylabel="Recall@20")
+  plots.line_plot(os.path.join(work_dir, "retrain.svg"),
+                  {name: [(w["window"], w["recall@20"]) for w in windows]
+                   for name, windows in curves.items()},
+                  title="Retraining with item trend correction (ML-100K)",
+                  xlabel=f"test window ({step_days:g} days each)", ylabel="Recall@20")
   for name, metrics in record["mean"].items():
     print(f"{name:16s} Recall@20 {metrics['recall@20']:.4f} NDCG@20 {metrics['ndcg@20']:.4f}")
