@@ -48,6 +48,9 @@ _MAX_LENGTH = flags.DEFINE_integer("max_length", 50, "History length.")
 _BUCKETING = flags.DEFINE_boolean("bucketing", True, "Bucket by history length.")
 _SHUFFLE = flags.DEFINE_boolean("shuffle", None, "Shuffle (default: on for train).")
 _PASSES = flags.DEFINE_integer("passes", 4, "Epochs read, each from a fresh dataset.")
+_DETERMINISTIC = flags.DEFINE_boolean("deterministic", True, "Keep the element order of "
+                                      "parallel maps and interleaves, as the trainer does "
+                                      "(--nodeterministic: what reproducibility costs).")
 
 
 def measure(ds: tf.data.Dataset):
@@ -72,10 +75,11 @@ def benchmark(data_dir: str) -> None:
                             training=TRAINING[_TRAINING.value])
   config = dataset.InputConfig(
       data_dir=data_dir, split=_SPLIT.value, batch_size=_BATCH_SIZE.value, evaluation=not train,
-      shuffle=shuffle, num_epochs=1, bucketing=_BUCKETING.value, deterministic=not shuffle)
+      shuffle=shuffle, num_epochs=1, bucketing=_BUCKETING.value,
+      deterministic=_DETERMINISTIC.value)
   print(f"{data_dir} split={config.split} samples={samples_name} batch={config.batch_size} "
         f"max_length={_MAX_LENGTH.value} bucketing={config.bucketing} shuffle={shuffle} "
-        f"cpus={os.cpu_count()}")
+        f"deterministic={config.deterministic} cpus={os.cpu_count()}")
   ds = dataset.make_dataset(config, spec, data_spec.read(data_dir))
   rates, cpu_rates = [], []
   for index in range(_PASSES.value):
