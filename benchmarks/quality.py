@@ -31,11 +31,13 @@ by running its sample builder once): every training prefix for `sine`
 (`AllPrefixes`, 131,413 on amazon_beauty), about one window per user for `sasrec` and
 `gru4rec` (`AllPositions`: each window trains every prefix in it).
 
-Results also go to `--work_dir`/`--results` (quality.json). Recorded numbers:
+Results also go to `--work_dir`/`--results` (quality.json);
+`--report=a.json,b.json` prints several such files as one table. Recorded numbers:
 docs/quality.md.
 """
 
 import dataclasses
+import json
 import math
 import os
 from typing import Dict, List
@@ -96,6 +98,8 @@ _NUM_NEGATIVES = flags.DEFINE_integer(
 _MODEL_PARAM = flags.DEFINE_multi_string("model_param", [], "NAME=VALUE model override, "
                                          "e.g. --model_param=num_prototypes=50.")
 _EXPORT = flags.DEFINE_bool("export", False, "Export each run's selected checkpoint.")
+_REPORT = flags.DEFINE_list("report", None, "Results files (under --work_dir, or paths) of "
+                            "earlier invocations: print their tables merged, train nothing.")
 
 # ../shared/BENCHMARKS.md: S3-Rec (CIKM 2020) full-ranking table, history masked.
 REFERENCE_COLUMNS = ("PopRec", "GRU4Rec", "SASRec", "S3-Rec")
@@ -219,15 +223,22 @@ def mean_metrics(runs: List[Dict[str, object]]) -> Dict[str, float]:
   return {key: float(np.mean([run["metrics"][key] for run in runs])) for key in runs[0]["metrics"]}
 
 
-def format_table(results: Dict[str, Dict[str, Dict[str, float]]], models: List[str], ks) -> str:
-  """Markdown table: our columns (means over seeds), then the S3-Rec table's."""
+def format_table(results: Dict[str, Dict[str, Dict[str, float]]], models: List[str], ks,
+                 runs: Dict[str, Dict[str, List[Dict[str, object]]]]) -> str:
+  """Markdown table: our columns (means over seeds, ± their sample standard deviation when
+  there are several), then the S3-Rec table's."""
   header = ["data", "metric"] + [f"{m} (ours)" for m in models] + list(REFERENCE_COLUMNS)
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for name, by_model in results.items():
     for k in ks:
       for metric in ("hr", "ndcg"):
         key = evaluation.metric_name(metric, k)
-        ours = [f"{by_model[m][key]:.4f}" if m in by_model else "" for m in models]
+        ours = []
+        for model in models:
+          seeds = runs.get(name, {}).get(model, [])
+          spread = (f" ± {np.std([run['metrics'][key] for run in seeds], ddof=1):.4f}"
+                    if len(seeds) > 1 else "")
+          ours.append(f"{by_model[model][key]:.4f}{spread}" if model in by_model else "")
         reference = REFERENCE.get(name, {}).get(key)
         theirs = [f"{v:.4f}" for v in reference] if reference else [""] * len(REFERENCE_COLUMNS)
         lines.append("| " + " | ".join([name, key.upper()] + ours + theirs) + " |")
@@ -249,8 +260,31 @@ def format_seeds(runs: Dict[str, Dict[str, List[Dict[str, object]]]]) -> str:
   return "\n".join(lines)
 
 
+def report(paths: List[str]) -> None:
+  """Prints the tables of several results files as one (later files win on overlaps)."""
+  results: Dict[str, Dict[str, Dict[str, float]]] = {}
+  runs: Dict[str, Dict[str, List[Dict[str, object]]]] = {}
+  models: List[str] = []
+  ks: List[int] = []
+  for path in paths:
+    with open(path if os.path.isabs(path) else os.path.join(_WORK_DIR.value, path)) as f:
+      record = json.load(f)
+    ks = ks or record["ks"]
+    for name, by_model in record["mean"].items():
+      results.setdefault(name, {}).update(by_model)
+      models += [model for model in by_model if model not in models]
+    for name, by_model in record["runs"].items():
+      runs.setdefault(name, {}).update(by_model)
+  print(format_table(results, models, ks, runs))
+  print()
+  print(format_seeds(runs))
+
+
 def main(argv):
   del argv
+  if _REPORT.value:
+    report(_REPORT.value)
+    return
   ks = tuple(int(k) for k in _KS.value)
   seeds = [int(s) for s in _SEEDS.value]
   unknown = sorted(set(_DATASETS.value) - set(DATASETS))
@@ -277,7 +311,7 @@ def main(argv):
   files.write_json(path, {"ks": list(ks), "mask_history": _MASK_HISTORY.value, "seeds": seeds,
                           "epochs": _EPOCHS.value, "select_best": _SELECT_BEST.value,
                           "mean": results, "runs": runs})
-  print(format_table(results, list(_MODELS.value), ks))
+  print(format_table(results, list(_MODELS.value), ks, runs))
   if any(runs.values()):
     print()
     print(format_seeds(runs))
