@@ -63,14 +63,21 @@ def evaluate_checkpoints(config: config_lib.TrainConfig, *, poll_s: float = 30.0
   checkpoint_dir = os.path.join(config.model_dir, export.CHECKPOINT_SUBDIR)
 
   started_ns = time.time_ns()
+  latest_seen = [None]
 
-  def chief_done() -> bool:  # a metrics.json of an earlier run does not count
+  def chief_done() -> bool:
+    """The chief wrote metrics.json since this evaluator started (an earlier run's does not
+    count) and its newest checkpoint has been seen. TensorFlow's iterator also asks this
+    after every checkpoint, so a chief that finished while a slow evaluation ran must not
+    stop the evaluator before its last checkpoint."""
     path = os.path.join(config.model_dir, METRICS_FILE)
-    return tf.io.gfile.exists(path) and tf.io.gfile.stat(path).mtime_nsec >= started_ns
+    finished = tf.io.gfile.exists(path) and tf.io.gfile.stat(path).mtime_nsec >= started_ns
+    return finished and tf.train.latest_checkpoint(checkpoint_dir) == latest_seen[0]
 
   results = []
   for path in tf.train.checkpoints_iterator(checkpoint_dir, min_interval_secs=poll_s,
                                             timeout=poll_s, timeout_fn=chief_done):
+    latest_seen[0] = path
     try:
       checkpoint.read(path).expect_partial()
     except (tf.errors.NotFoundError, tf.errors.DataLossError) as e:
