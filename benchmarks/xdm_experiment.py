@@ -121,7 +121,14 @@ _EPOCHS = flags.DEFINE_float("epochs", 4.0, "Passes over each model's training s
 _EVAL_EVERY_EPOCHS = flags.DEFINE_float("eval_every_epochs", 1.0,
                                         "Epochs between valid evaluations (selection candidates).")
 _SELECT_BEST = flags.DEFINE_string("select_best", "hr@50", "Valid metric of the tested checkpoint.")
+_MASK_HISTORY = flags.DEFINE_enum(
+    "mask_history", "keep_targets", ["all", "keep_targets", "none"],
+    "History masking of the ranking (trainer/evaluation.py); keep_targets: the input history "
+    "is masked but a target the user clicked before stays rankable (a re-click is a click).")
 _EMBEDDING_DIM = flags.DEFINE_integer("embedding_dim", 64, "D (the paper: 128).")
+_OPTIMIZER = flags.DEFINE_enum("optimizer", None, list(config_lib.OPTIMIZERS),
+                               "Optimizer (preset default: adagrad, the paper's).")
+_LEARNING_RATE = flags.DEFINE_float("learning_rate", None, "Learning rate (preset default: 0.1).")
 _MODEL_PARAM = flags.DEFINE_multi_string("model_param", [], "NAME=VALUE for sdm/xdm (all of them).")
 _SYNTHETIC_USERS = flags.DEFINE_integer("synthetic_users", 6000, "Synthetic users.")
 _SYNTHETIC_ITEMS = flags.DEFINE_integer("synthetic_items", 3000, "Synthetic catalog.")
@@ -227,11 +234,11 @@ def unclicked_baseline(data: data_spec_lib.DataSpec, split: str = "test") -> Dic
   """A heuristic without training: each user's unclicked items, latest shown first.
 
   The ranked list is the distinct items shown before the request (the evaluation's own
-  `Unclicked` feature), newest exposure first, the input history masked as the
-  evaluator masks it ("all"); nothing else is ranked. The metrics follow
+  `Unclicked` feature), newest exposure first, the input history masked as
+  `--mask_history` says; nothing else is ranked. The metrics follow
   `trainer/evaluation.py`'s definitions. Also returned: the share of targets that
-  were shown before (`in_unclicked`) and that were clicked before (`clicked_before`,
-  masked, so never a hit for any model).
+  were shown before (`in_unclicked`) and that were clicked before (`clicked_before`:
+  never a hit under `--mask_history=all`).
   """
   spec = samples.SampleSpec(features=(samples.History(10**6), samples.Unclicked(max_items=10**6)),
                             training=samples.AllPrefixes())
@@ -242,9 +249,11 @@ def unclicked_baseline(data: data_spec_lib.DataSpec, split: str = "test") -> Dic
         batch[names.EVAL_TARGETS].numpy(), batch[names.UNCLICKED].numpy(),
         batch[names.EVAL_EXCLUDE].numpy()):
       history = set(row_history.tolist())
-      ranked = [i for i in dict.fromkeys(row_unclicked.tolist())
-                if i < data.num_items and i not in history]
       relevant = set(row_targets[row_targets < data.num_items].tolist())
+      masked = {"all": history, "keep_targets": history - relevant, "none": set()}[
+          _MASK_HISTORY.value]
+      ranked = [i for i in dict.fromkeys(row_unclicked.tolist())
+                if i < data.num_items and i not in masked]
       if not relevant:
         continue
       users += 1
@@ -311,7 +320,10 @@ def train_run(dataset: str, model: str, seed: int) -> Dict[str, Any]:
   config = dataclasses.replace(
       base_config, model_dir=run_dir(dataset, model, seed),
       data=dataclasses.replace(base_config.data, data_dir=data.data_dir),
-      model=config_lib.ModelConfig(name=name, overrides=overrides))
+      model=config_lib.ModelConfig(name=name, overrides=overrides),
+      optimizer=dataclasses.replace(base_config.optimizer, **{
+          k: v for k, v in (("name", _OPTIMIZER.value), ("learning_rate", _LEARNING_RATE.value))
+          if v is not None}))
   steps_per_epoch = count_training_samples(config, data) / config.data.batch_size
   eval_every = max(1, round(_EVAL_EVERY_EPOCHS.value * steps_per_epoch))
   config = dataclasses.replace(
@@ -320,7 +332,7 @@ def train_run(dataset: str, model: str, seed: int) -> Dict[str, Any]:
                                    train_steps=max(1, math.ceil(_EPOCHS.value * steps_per_epoch))),
       checkpoint=dataclasses.replace(base_config.checkpoint, every_steps=eval_every),
       eval=dataclasses.replace(base_config.eval, ks=KS, every_steps=eval_every,
-                               select_best=_SELECT_BEST.value),
+                               select_best=_SELECT_BEST.value, mask_history=_MASK_HISTORY.value),
       export=dataclasses.replace(base_config.export, enabled=False))
   logging.info("training %s (%s) on %s, seed %d: %d steps", model, name, dataset, seed,
                config.schedule.train_steps)
@@ -544,7 +556,7 @@ def report() -> str:
           f"{dataset} test: {share['users']} users, {share['targets']} targets; "
           f"{100 * share['in_unclicked']:.1f}% of the targets were shown to the user before "
           f"the request and not clicked, {100 * share['clicked_before']:.1f}% clicked before "
-          f"(masked: never a hit). The heuristic 'the unclicked items, latest first' "
+          f"(history mask: {_MASK_HISTORY.value}). The heuristic 'the unclicked items, latest first' "
           f"(no training): " + ", ".join(f"{c.upper()} {100 * share['metrics'][c]:.2f}"
                                          for c in COLUMNS) + ".")
   if _PLOT.value and results:
