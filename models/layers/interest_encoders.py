@@ -16,6 +16,7 @@ reuses both unchanged as its base sequential recommender (eq 1).
 import tensorflow as tf
 import tf_keras
 
+from models.layers import attention
 from models.layers import pooling
 
 
@@ -26,8 +27,8 @@ class ShortTermEncoder(tf_keras.layers.Layer):
   - One LSTM layer of `dim` units over the embedded items, reading the session from
     the oldest item (padding after the session is masked, so it never changes the
     real steps).
-  - The self-attention is Keras' MultiHeadAttention (query, key and value projections
-    with biases, `dim / num_heads` per head, an output projection back to `dim`)
+  - The self-attention is `attention.MultiHeadSelfAttention` (query, key and value
+    projections with biases, `dim / num_heads` per head, an output projection)
     attending from every real position to every real position of the session (not
     causal: the whole session is known at the request), without a residual
     connection or layer normalization (the paper has neither).
@@ -46,8 +47,8 @@ class ShortTermEncoder(tf_keras.layers.Layer):
       raise ValueError(f"ShortTermEncoder: dim {dim} must be a multiple of num_heads {num_heads}.")
     self.dim = dim
     self.lstm = tf_keras.layers.LSTM(dim, return_sequences=True, name="lstm")
-    self.self_attention = tf_keras.layers.MultiHeadAttention(
-        num_heads, dim // num_heads, dropout=dropout, name="self_attention")
+    self.self_attention = attention.MultiHeadSelfAttention(
+        num_heads, dropout=dropout, name="self_attention")
     self.dropout = tf_keras.layers.Dropout(dropout)
 
   def encode(self, items, mask, user_vector, training=False):
@@ -67,7 +68,7 @@ class ShortTermEncoder(tf_keras.layers.Layer):
     lstm = self.lstm(items, mask=mask, training=training)
     lstm = self.dropout(lstm, training=training)
     pair_mask = mask[:, :, tf.newaxis] & mask[:, tf.newaxis, :]
-    attended = self.self_attention(lstm, lstm, attention_mask=pair_mask, training=training)
+    attended = self.self_attention(lstm, pair_mask, training=training)
     interest, weights = pooling.attention_pool(attended, user_vector, mask)
     return {"lstm": lstm, "attended": attended, "user_attention": weights, "interest": interest}
 

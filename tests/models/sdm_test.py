@@ -120,19 +120,18 @@ def _np_lstm(model, inputs):
 
 
 def _np_self_attention(layer, x):
-  """Keras MultiHeadAttention over the real rows x `[n, d]`, every row attending to all."""
+  """Multi-head self-attention over the real rows x `[n, d]`, every row attending to all."""
   q_kernel, q_bias, k_kernel, k_bias, v_kernel, v_bias, o_kernel, o_bias = (
       w.numpy() for w in layer.weights)
-  heads, key_dim = q_bias.shape
-  out = np.zeros([len(x), o_bias.shape[0]]) + o_bias
-  for h in range(heads):
-    q = x @ q_kernel[:, h] + q_bias[h]
-    k = x @ k_kernel[:, h] + k_bias[h]
-    v = x @ v_kernel[:, h] + v_bias[h]
-    for t in range(len(x)):
-      weights = _softmax(q[t] @ k.T / np.sqrt(key_dim))
-      out[t] += (weights @ v) @ o_kernel[h]
-  return out
+  head_dim = q_bias.shape[0] // layer.num_heads
+  q, k, v = x @ q_kernel + q_bias, x @ k_kernel + k_bias, x @ v_kernel + v_bias
+  heads = []
+  for h in range(layer.num_heads):
+    columns = slice(h * head_dim, (h + 1) * head_dim)
+    weights = np.stack([_softmax(q[t, columns] @ k[:, columns].T / np.sqrt(head_dim))
+                        for t in range(len(x))])
+    heads.append(weights @ v[:, columns])
+  return np.concatenate(heads, axis=1) @ o_kernel + o_bias
 
 
 def _np_pool(keys, query):
