@@ -36,8 +36,15 @@ Choices where the paper is silent, or that adapt it to the project:
   over the trainer's softmax head: the whole catalog (full softmax) or sampled
   log-uniform negatives with the logQ correction for large catalogs, the positive
   scored by its best intention and the normalizer over every (item, intention) pair
-  (`models/losses.py`, multi-vector heads). The 1/sqrt(D) scale of eq 3 and 6 is
-  applied to phi (the user vectors are phi / sqrt(D)), so the logits are the paper's.
+  (`models/losses.py`, multi-vector heads).
+- The item logits of eq 5-6 are h . phi_k times `item_logit_scale` (the user vectors
+  are phi_k times it): 1 by default, as SASRec scores, not the paper's 1/sqrt(D).
+  phi_k is LayerNorm'd (length about sqrt(D)), so with 1/sqrt(D) the item embeddings
+  must grow sqrt(D) times longer before a softmax over a whole catalog (not the
+  paper's ~100 in-batch items) can peak; on Beauty it learned half as fast (docs/dss.md).
+  Eq 3 keeps the paper's 1/sqrt(D).
+- `intention_pooling` "mean" (default) divides eq 13's sum by each intention's share
+  (`models/layers/disentanglement.py` says why); "sum" is eq 13 as written.
 - The SASRec encoder's position table covers `max_length + future_length` positions,
   since future sequences can be that long; positions count from the newest item.
 - Table 2's ablations are `seq2seq` settings: "latent" (the method), "none" (variant
@@ -81,6 +88,9 @@ class DSSConfig:
     seq2seq: "latent" (eq 3-4), "none" (Table 2 variant 1) or "next_items" (variants 2-3).
     reconstruct_items: future items predicted one by one in "next_items" mode.
     future_length: how far past a training window's last target the future reaches.
+    item_logit_scale: multiplies the item logits h . phi_k of eq 5-6 (the paper:
+      1/sqrt(D); module docstring).
+    intention_pooling: "mean" or "sum" (eq 13 as written); module docstring.
   """
   embedding_dim: int = 64
   max_length: int = 50
@@ -92,6 +102,8 @@ class DSSConfig:
   seq2seq: str = LATENT
   reconstruct_items: int = 3
   future_length: int = 50
+  item_logit_scale: float = 1.0
+  intention_pooling: str = disentanglement.MEAN
 
   def __post_init__(self):
     for name in ("embedding_dim", "max_length", "num_blocks", "num_intentions",
@@ -104,6 +116,11 @@ class DSSConfig:
       raise ValueError(f"DSSConfig.seq2seq must be one of {SEQ2SEQ_MODES}, got {self.seq2seq!r}.")
     if not 0 <= self.dropout < 1:
       raise ValueError(f"DSSConfig.dropout must be in [0, 1), got {self.dropout}.")
+    if self.item_logit_scale <= 0:
+      raise ValueError(f"DSSConfig.item_logit_scale must be > 0, got {self.item_logit_scale}.")
+    if self.intention_pooling not in disentanglement.POOLINGS:
+      raise ValueError(f"DSSConfig.intention_pooling must be one of "
+                       f"{disentanglement.POOLINGS}, got {self.intention_pooling!r}.")
 
 
 def confident_terms(term_losses, fraction: float):
@@ -157,7 +174,8 @@ class DSS(base.RetrievalModel):
     self.encoder = sequence_encoders.CausalSelfAttentionEncoder(
         dim, positions, config.num_blocks, 1, config.dropout, name="encoder")
     self.disentangle = disentanglement.IntentionDisentanglement(
-        dim, config.num_intentions, positions, name="disentangle")
+        dim, config.num_intentions, positions, pooling=config.intention_pooling,
+        name="disentangle")
 
   def sample_spec(self) -> samples.SampleSpec:
     training = (samples.AllPositions() if self.config.seq2seq == NONE
@@ -175,13 +193,13 @@ class DSS(base.RetrievalModel):
     """Model contract of `models.base`.
 
     Returns:
-      USER_VECTORS `[batch, K, D]` (phi_k(x_{1:t}) / sqrt(D) of the whole history) and,
-      with LABELS: the head "next_item" (eq 5-6, every window position), the
-      "next_item_n" heads of the "next_items" ablation, and AUX_LOSSES {"seq2seq":
+      USER_VECTORS `[batch, K, D]` (phi_k(x_{1:t}) * item_logit_scale of the whole
+      history) and, with LABELS: the head "next_item" (eq 5-6, every window position),
+      the "next_item_n" heads of the "next_items" ablation, and AUX_LOSSES {"seq2seq":
       `[batch]`} (eq 3-4) in "latent" mode.
     """
-    scale = 1.0 / math.sqrt(self.config.embedding_dim)
-    prefix = self.intentions(features[names.HISTORY], training) * scale  # [B, L, K, D]
+    phi = self.intentions(features[names.HISTORY], training)  # [B, L, K, D]
+    prefix = phi * self.config.item_logit_scale
     length = tf.maximum(tf.cast(features[names.HISTORY_LENGTH], tf.int32) - 1, 0)
     outputs = {names.USER_VECTORS: tf.gather(prefix, length, batch_dims=1)}
     if names.LABELS not in features:
@@ -206,7 +224,8 @@ class DSS(base.RetrievalModel):
     example = real[:, 0]
     positives = tf.gather_nd(future_intentions,
                              tf.stack([example, tf.gather_nd(at_future, real)], axis=1))
-    per_prefix = seq2seq_losses(tf.gather_nd(prefix, real), positives, example,
+    eq3_scale = 1.0 / math.sqrt(self.config.embedding_dim)
+    per_prefix = seq2seq_losses(tf.gather_nd(phi, real) * eq3_scale, positives, example,
                                 self.config.confidence)
     outputs[names.AUX_LOSSES] = {"seq2seq": tf.math.unsorted_segment_sum(
         per_prefix, example, tf.shape(labels, out_type=tf.int64)[0])}

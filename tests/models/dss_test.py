@@ -53,8 +53,11 @@ def _softmax(x):
   return e / e.sum(-1, keepdims=True)
 
 
-def _disentangle(layer, z, beta_set):
-  """Eq 8-13 for one sequence of n real items z `[n, D]`: `[n, K, D]`, row t = phi(x_{0..t})."""
+def _disentangle(layer, z, beta_set, mean=False):
+  """Eq 8-13 for one sequence of n real items z `[n, D]`: `[n, K, D]`, row t = phi(x_{0..t}).
+
+  mean: divide eq 13's sum by each intention's total weight sum_i p_{k|i} p_i.
+  """
   n, d = z.shape
   scale = 1 / np.sqrt(d)
   prototypes = layer.prototypes.numpy()
@@ -69,20 +72,24 @@ def _disentangle(layer, z, beta_set):
     query = _layer_norm(alpha[t] + z[t] + layer.query_bias.numpy(), layer.query_norm)  # eq 12
     p_i = _softmax(keys[:t + 1] @ query * scale)  # eq 9, over i <= t
     pooled = np.einsum("i,ik,id->kd", p_i, p_k_given_i[:t + 1], z[:t + 1])
+    if mean:
+      pooled /= np.einsum("i,ik->k", p_i, p_k_given_i[:t + 1])[:, None]
     out[t] = _layer_norm(layer.betas.numpy()[beta_set] + pooled, layer.output_norm)  # eq 13
   return out
 
 
-def test_disentanglement_layer_matches_eq_8_to_13():
-  model = _model()
+@pytest.mark.parametrize("pooling", ["sum", "mean"])
+def test_disentanglement_layer_matches_eq_8_to_13(pooling):
+  model = _model(intention_pooling=pooling)
   history = tf.constant([[3, 1, 4, 1, 5], [9, 2, PAD, PAD, PAD]], tf.int64)
   mask = model.item_embedding.padding_mask(history)
   z = model.encoder(model.item_embedding(history), mask).numpy()
   for beta_set in (dss.INPUT_BETAS, dss.LABEL_BETAS):
     phi = model.disentangle(tf.constant(z), mask, beta_set).numpy()  # [2, 5, K, D]
+    assert np.isfinite(phi).all()  # padding rows too
     for row, n in enumerate((5, 2)):
-      np.testing.assert_allclose(phi[row, :n], _disentangle(model.disentangle, z[row, :n],
-                                                            beta_set), rtol=2e-4, atol=2e-5)
+      expected = _disentangle(model.disentangle, z[row, :n], beta_set, mean=pooling == "mean")
+      np.testing.assert_allclose(phi[row, :n], expected, rtol=2e-4, atol=2e-5)
   # The two beta sets give different outputs (eq 13: input vs label sequences).
   assert not np.allclose(model.disentangle(tf.constant(z), mask, 0).numpy(),
                          model.disentangle(tf.constant(z), mask, 1).numpy())
@@ -137,15 +144,17 @@ def _training_features():
 
 
 def test_outputs_serve_k_vectors_and_train_both_losses():
-  model = _model(seq2seq_prefixes=3)  # every prefix of this batch's windows
+  model = _model(seq2seq_prefixes=3, item_logit_scale=0.5)  # every prefix of the windows
   features = _training_features()
   outputs = model(features, training=False)
-  phi = model.intentions(features[names.HISTORY]).numpy() / np.float32(np.sqrt(DIM))
-  # Serving: the K intentions of the whole history, scaled by 1/sqrt(D) (eq 3 and 6).
+  intentions = model.intentions(features[names.HISTORY]).numpy()
+  # Serving: the K intentions of the whole history, times item_logit_scale (eq 5-6).
   np.testing.assert_allclose(outputs[names.USER_VECTORS].numpy(),
-                             np.stack([phi[0, 2], phi[1, 0]]), rtol=1e-5)
+                             np.stack([intentions[0, 2], intentions[1, 0]]) * 0.5, rtol=1e-5)
   head = outputs[names.HEADS]["next_item"]
   assert head.query.shape == (2, 3, 3, DIM)  # every position, K vectors
+  np.testing.assert_allclose(head.query.numpy(), intentions * 0.5, rtol=1e-5)
+  phi = intentions / np.float32(np.sqrt(DIM))  # eq 3's scale, whatever item_logit_scale
   # Seq2seq: position p of the window meets the future at FUTURE[len - 1 - p]; with
   # lambda 0.5, ceil(0.5 * 4 prefixes * 3) = 6 terms are kept. The order in which the
   # prefixes were drawn does not matter for the per-window sums.
@@ -210,3 +219,7 @@ def test_config_checks_and_registration():
     dss.DSSConfig(confidence=1.5)
   with pytest.raises(ValueError, match="seq2seq"):
     dss.DSSConfig(seq2seq="both")
+  with pytest.raises(ValueError, match="item_logit_scale"):
+    dss.DSSConfig(item_logit_scale=0.0)
+  with pytest.raises(ValueError, match="intention_pooling"):
+    dss.DSSConfig(intention_pooling="max")
