@@ -15,8 +15,9 @@ scaling   the built-in synthetic data set (3,000 items: the full softmax), 1 ps 
           logged interval, the first (tracing) left out, averaged; efficiency is
           throughput(W) / (W x throughput(1 worker)).
 recovery  the same data, 1 ps and 2 workers, one drill (cluster/fault_drill.py): worker
-          0 killed (SIGKILL), then the ps, then the chief stopped (SIGTERM), then the
-          chief killed (SIGKILL), each once the previous one was recovered from.
+          0 killed (SIGKILL) at step 50, then the ps at step 150 (after the checkpoint
+          of step 100), then the chief stopped (SIGTERM), then the chief killed
+          (SIGKILL), each once the previous one was recovered from.
 sigterm   a 1,000,000-item synthetic catalog (`--million_events` clicks), D = 64 and 256
           (`--dims`):
           one process training, SIGTERM right after a progress line (mid-interval), and
@@ -162,7 +163,7 @@ def measure_recovery() -> None:
   print(f"load before: {_load()}")
   report = fault_drill.run_drill(config, [
       fault_drill.Fault("worker-0", at_step=50),
-      fault_drill.Fault("ps-0", at_step=0),
+      fault_drill.Fault("ps-0", at_step=150),  # after the first checkpoint (step 100)
       fault_drill.Fault("chief-0", at_step=0, signal=signal.SIGTERM),
       fault_drill.Fault("chief-0", at_step=0, signal=signal.SIGKILL)], timeout_s=1200)
   print(f"load after: {_load()}")

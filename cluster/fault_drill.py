@@ -7,7 +7,8 @@ runs `python -m cluster.local_cluster` (which restarts what fails, see its docst
 as a child process, reads the launcher's and the chief's logs as they grow, and
 sends each fault's signal to the named task's current process once the previous
 fault has been recovered from (a worker: the coordinator logged "Cluster successfully
-recovered"; the ps or the chief: the restarted chief resumed from its checkpoint) and
+recovered"; the ps or the chief: the restarted chief resumed from its checkpoint, or
+from step 0 when there was none yet) and
 the chief has since logged a progress line at or past `at_step`. The report holds
 every event with its time since the launch, so tests check the behaviour and
 `benchmarks/cluster_benchmark.py` reports the recovery times.
@@ -28,6 +29,7 @@ _POLL_S = 0.05
 _STARTED = re.compile(r"Started (\w+-\d+) \(pid (\d+)\)")
 _PROGRESS = re.compile(r"step (\d+)/(\d+): loss")
 _RESUMED = re.compile(r"resumed from \S+ckpt-(\d+) at step (\d+)")
+_FROM_SCRATCH = re.compile(r"no checkpoint in \S+: training from scratch")
 _SAVED = re.compile(r"saved checkpoint \S+ckpt-(\d+)")
 _RECOVERED = re.compile(r"Cluster successfully recovered")
 _PS_FAILED = re.compile(r"A parameter server failed")
@@ -90,6 +92,23 @@ class _Tail:
     return lines
 
 
+def chief_event(line: str) -> Optional[Tuple[str, Optional[int], str]]:
+  """(kind, step, detail) of a chief log line the drill follows, or None."""
+  if match := _PROGRESS.search(line):
+    return "progress", int(match.group(1)), ""
+  if match := _RESUMED.search(line):
+    return "resumed", int(match.group(2)), f"ckpt-{match.group(1)}"
+  if _FROM_SCRATCH.search(line):  # a restart before the first checkpoint resumes at 0
+    return "resumed", 0, "no checkpoint"
+  if match := _SAVED.search(line):
+    return "saved", int(match.group(1)), ""
+  if _RECOVERED.search(line):
+    return "recovered", None, ""
+  if _PS_FAILED.search(line):
+    return "ps_failed", None, ""
+  return None
+
+
 def run_drill(config: local_cluster.ClusterConfig, faults: Sequence[Fault], *,
               timeout_s: float = 600.0) -> Report:
   """Runs the cluster of `config` (its trainer_args are the job) with `faults` injected."""
@@ -125,16 +144,8 @@ def run_drill(config: local_cluster.ClusterConfig, faults: Sequence[Fault], *,
         elif match := _EXITED.search(line):
           add("exited", match.group(1), detail=f"status {match.group(2)}")
       for line in tails["chief-0"].lines():
-        if match := _PROGRESS.search(line):
-          add("progress", "chief-0", int(match.group(1)))
-        elif match := _RESUMED.search(line):
-          add("resumed", "chief-0", int(match.group(2)), detail=f"ckpt-{match.group(1)}")
-        elif match := _SAVED.search(line):
-          add("saved", "chief-0", int(match.group(1)))
-        elif _RECOVERED.search(line):
-          add("recovered", "chief-0")
-        elif _PS_FAILED.search(line):
-          add("ps_failed", "chief-0")
+        if event := chief_event(line):
+          add(event[0], "chief-0", *event[1:])
       if status is not None:
         return Report(status, events, config.log_dir, pending)
       since = -1.0
