@@ -45,6 +45,13 @@ Choices where the paper is silent, or that adapt it to the project:
   Eq 3 keeps the paper's 1/sqrt(D).
 - `intention_pooling` "mean" (default) divides eq 13's sum by each intention's share
   (`models/layers/disentanglement.py` says why); "sum" is eq 13 as written.
+- `seq2seq_negatives` "same_intention" (default): the softmax of eq 3 for intention k
+  runs over the batch's futures' intention k only. Eq 3 as written ("all") also
+  counts the other K - 1 intentions of every future; it can then lower the loss from
+  log(K |B|) towards log(|B|) without telling users apart, just by making each
+  intention recognizable (through beta_k) and the same for everyone. On Beauty it did
+  exactly that: the intentions' spread across users fell to 3% of their length (18%
+  without seq2seq) and the seq2item loss stopped learning (docs/dss.md).
 - The SASRec encoder's position table covers `max_length + future_length` positions,
   since future sequences can be that long; positions count from the newest item.
 - Table 2's ablations are `seq2seq` settings: "latent" (the method), "none" (variant
@@ -69,6 +76,9 @@ LATENT = "latent"
 NONE = "none"
 NEXT_ITEMS = "next_items"
 SEQ2SEQ_MODES = (LATENT, NONE, NEXT_ITEMS)
+SAME_INTENTION = "same_intention"  # eq 3's softmax over the batch's futures of intention k
+ALL_INTENTIONS = "all"  # over every intention of every future of the batch (eq 3 as written)
+SEQ2SEQ_NEGATIVES = (SAME_INTENTION, ALL_INTENTIONS)
 INPUT_BETAS, LABEL_BETAS = 0, 1  # the two sets of beta_k of eq 13
 
 
@@ -91,6 +101,7 @@ class DSSConfig:
     item_logit_scale: multiplies the item logits h . phi_k of eq 5-6 (the paper:
       1/sqrt(D); module docstring).
     intention_pooling: "mean" or "sum" (eq 13 as written); module docstring.
+    seq2seq_negatives: "same_intention" or "all" (eq 3 as written); module docstring.
   """
   embedding_dim: int = 64
   max_length: int = 50
@@ -104,6 +115,7 @@ class DSSConfig:
   future_length: int = 50
   item_logit_scale: float = 1.0
   intention_pooling: str = disentanglement.MEAN
+  seq2seq_negatives: str = SAME_INTENTION
 
   def __post_init__(self):
     for name in ("embedding_dim", "max_length", "num_blocks", "num_intentions",
@@ -118,6 +130,9 @@ class DSSConfig:
       raise ValueError(f"DSSConfig.dropout must be in [0, 1), got {self.dropout}.")
     if self.item_logit_scale <= 0:
       raise ValueError(f"DSSConfig.item_logit_scale must be > 0, got {self.item_logit_scale}.")
+    if self.seq2seq_negatives not in SEQ2SEQ_NEGATIVES:
+      raise ValueError(f"DSSConfig.seq2seq_negatives must be one of {SEQ2SEQ_NEGATIVES}, got "
+                       f"{self.seq2seq_negatives!r}.")
     if self.intention_pooling not in disentanglement.POOLINGS:
       raise ValueError(f"DSSConfig.intention_pooling must be one of "
                        f"{disentanglement.POOLINGS}, got {self.intention_pooling!r}.")
@@ -134,7 +149,7 @@ def confident_terms(term_losses, fraction: float):
   return tf.scatter_nd(order[:keep, tf.newaxis], tf.ones([keep], tf.bool), [count])
 
 
-def seq2seq_losses(prefix, future, example, fraction: float):
+def seq2seq_losses(prefix, future, example, fraction: float, negatives: str = SAME_INTENTION):
   """Eq 3-4 for N prefixes: `[N]` sums of their kept per-intention losses.
 
   Args:
@@ -143,6 +158,8 @@ def seq2seq_losses(prefix, future, example, fraction: float):
     example: `[N]` the batch row (window) of each prefix; the futures of the same
       window's other prefixes are left out of each softmax (module docstring).
     fraction: lambda of eq 4.
+    negatives: SAME_INTENTION: the softmax of intention k runs over the futures'
+      intention k; ALL_INTENTIONS: over all K of every future (module docstring).
 
   Returns:
     `[N]` losses, each the sum of its kept terms over k.
@@ -153,9 +170,12 @@ def seq2seq_losses(prefix, future, example, fraction: float):
   logits = tf.matmul(flat_prefix, flat_future, transpose_b=True)  # [(n, k), (n', k')]
   owner = tf.repeat(tf.range(n), k)  # the prefix of each row / column
   window = tf.gather(example, owner)
-  same_window_other_prefix = ((window[:, tf.newaxis] == window[tf.newaxis, :]) &
-                              (owner[:, tf.newaxis] != owner[tf.newaxis, :]))
-  logits = tf.where(same_window_other_prefix, tf.cast(-1e9, logits.dtype), logits)
+  left_out = ((window[:, tf.newaxis] == window[tf.newaxis, :]) &
+              (owner[:, tf.newaxis] != owner[tf.newaxis, :]))  # the same window's other prefixes
+  if negatives == SAME_INTENTION:
+    intention = tf.tile(tf.range(k), [n])
+    left_out |= intention[:, tf.newaxis] != intention[tf.newaxis, :]
+  logits = tf.where(left_out, tf.cast(-1e9, logits.dtype), logits)
   terms = tf.reduce_logsumexp(logits, axis=1) - tf.linalg.diag_part(logits)  # [(n, k)]
   kept = tf.cast(confident_terms(terms, fraction), terms.dtype)
   return tf.reduce_sum(tf.reshape(terms * kept, [n, k]), axis=1)
@@ -226,7 +246,7 @@ class DSS(base.RetrievalModel):
                              tf.stack([example, tf.gather_nd(at_future, real)], axis=1))
     eq3_scale = 1.0 / math.sqrt(self.config.embedding_dim)
     per_prefix = seq2seq_losses(tf.gather_nd(phi, real) * eq3_scale, positives, example,
-                                self.config.confidence)
+                                self.config.confidence, self.config.seq2seq_negatives)
     outputs[names.AUX_LOSSES] = {"seq2seq": tf.math.unsorted_segment_sum(
         per_prefix, example, tf.shape(labels, out_type=tf.int64)[0])}
     return outputs

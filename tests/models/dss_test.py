@@ -107,8 +107,10 @@ def test_confidence_selection_keeps_the_ceil_lambda_smallest(fraction, count, ke
   assert kept in (0, count) or values[mask].max() <= values[~mask].min()
 
 
-def test_seq2seq_loss_matches_eq_3_and_4():
-  # 3 prefixes (the first two from the same window), K = 2, D = 2.
+@pytest.mark.parametrize("negatives", ["all", "same_intention"])
+def test_seq2seq_loss_matches_eq_3_and_4(negatives):
+  # 3 prefixes (the first two from the same window), K = 2, D = 2. Eq 3's denominator
+  # runs over every intention of the batch's futures ("all") or over intention k only.
   rng = np.random.default_rng(1)
   prefix = rng.normal(size=(3, 2, 2)).astype(np.float32)
   future = rng.normal(size=(3, 2, 2)).astype(np.float32)
@@ -119,13 +121,15 @@ def test_seq2seq_loss_matches_eq_3_and_4():
       # Eq 3's denominator: every future intention of the batch, except those of the
       # same window's other prefixes (module docstring).
       allowed = [(m, kk) for m in range(3) for kk in range(2)
-                 if not (example.numpy()[m] == example.numpy()[n] and m != n)]
+                 if not (example.numpy()[m] == example.numpy()[n] and m != n)
+                 and (negatives == dss.ALL_INTENTIONS or kk == k)]
       logits = np.array([prefix[n, k] @ future[m, kk] for m, kk in allowed])
       terms[n, k] = np.log(np.exp(logits).sum()) - prefix[n, k] @ future[n, k]
   for fraction in (1.0, 0.5):
     kept = np.zeros_like(terms, bool)
     kept.flat[np.argsort(terms, axis=None, kind="stable")[:math.ceil(fraction * 6)]] = True
-    got = dss.seq2seq_losses(tf.constant(prefix), tf.constant(future), example, fraction)
+    got = dss.seq2seq_losses(tf.constant(prefix), tf.constant(future), example, fraction,
+                             negatives)
     np.testing.assert_allclose(got.numpy(), (terms * kept).sum(axis=1), rtol=1e-5)
 
 
@@ -223,3 +227,5 @@ def test_config_checks_and_registration():
     dss.DSSConfig(item_logit_scale=0.0)
   with pytest.raises(ValueError, match="intention_pooling"):
     dss.DSSConfig(intention_pooling="max")
+  with pytest.raises(ValueError, match="seq2seq_negatives"):
+    dss.DSSConfig(seq2seq_negatives="none")
