@@ -52,8 +52,9 @@ _WORKERS = flags.DEFINE_list("workers", ["1", "2", "4"], "Worker counts of the s
 _STEPS = flags.DEFINE_integer("steps", 400, "Training steps of each scaling run.")
 _LOG_EVERY = flags.DEFINE_integer("log_every", 50, "Steps per logged interval.")
 _MILLION_ITEMS = flags.DEFINE_integer("million_items", 1_000_000, "Catalog of the sigterm rows.")
-_MILLION_EVENTS = flags.DEFINE_integer("million_events", 1_000_000,
-                                       "Clicks of the sigterm rows' synthetic log.")
+_MILLION_EVENTS = flags.DEFINE_integer(
+    "million_events", 10_000_000,
+    "Clicks of the sigterm rows' synthetic log (10M: about 96% of the items occur).")
 _DIMS = flags.DEFINE_list("dims", ["64", "256"], "Embedding sizes of the sigterm rows.")
 
 _EXAMPLES_PER_S = re.compile(r"step (\d+)/\d+: .*?, (\d+) examples/s")
@@ -214,7 +215,8 @@ def _sigterm_cluster(data_dir: str, dim: int) -> Dict[str, float]:
 
 
 def measure_sigterm() -> None:
-  data_dir = _prepare(f"synthetic_{_MILLION_ITEMS.value}_items", num_users=50_000,
+  data_dir = _prepare(f"synthetic_{_MILLION_ITEMS.value}_items_{_MILLION_EVENTS.value}_events",
+                      num_users=50_000,
                       num_items=_MILLION_ITEMS.value, num_events=_MILLION_EVENTS.value,
                       impressions_per_event=0)
   with open(os.path.join(data_dir, "stats.json")) as f:
