@@ -13,6 +13,8 @@ written. Checkpoints are named by the step they hold (`save(..., step)`).
 
 The best-validation checkpoint (`save_best`) is written under a new name before
 best.json (written atomically) names it; only then are older best checkpoints deleted.
+best.json, not a state file, names it, so its folder only needs
+`remove_interrupted_writes`.
 """
 
 import json
@@ -52,8 +54,8 @@ def _steps_and_prefixes(directory: str, name: str) -> List[Tuple[int, str]]:
   return sorted(found)
 
 
-def prepare_directory(directory: str, name: str = "ckpt") -> None:
-  """Deletes interrupted writes and records every complete checkpoint in the state file."""
+def remove_interrupted_writes(directory: str) -> None:
+  """Deletes the temporary shard folders of checkpoint writes that were interrupted."""
   if not tf.io.gfile.isdir(directory):
     return
   for entry in tf.io.gfile.listdir(directory):
@@ -61,6 +63,12 @@ def prepare_directory(directory: str, name: str = "ckpt") -> None:
     if entry.endswith(TEMPORARY_SUFFIX) and tf.io.gfile.isdir(os.path.join(directory, entry)):
       logging.warning("removing %s, left by a checkpoint write that was interrupted", entry)
       tf.io.gfile.rmtree(os.path.join(directory, entry))
+
+
+def prepare_directory(directory: str, name: str = "ckpt") -> None:
+  """Deletes interrupted writes and records every complete checkpoint in the state file
+  (a `tf.train.CheckpointManager` directory)."""
+  remove_interrupted_writes(directory)
   complete = [prefix for _, prefix in _steps_and_prefixes(directory, name)]
   state = tf.train.get_checkpoint_state(directory)
   recorded = list(state.all_model_checkpoint_paths) if state else []

@@ -164,7 +164,7 @@ class TrainingRun:
     self._best_checkpoint = tf.train.Checkpoint(**trackables)
     checkpoint_dir = os.path.join(config.model_dir, CHECKPOINT_SUBDIR)
     checkpoints.prepare_directory(checkpoint_dir)  # before the manager reads the state
-    checkpoints.prepare_directory(self._best_dir(), "best")
+    checkpoints.remove_interrupted_writes(self._best_dir())
     self.manager = tf.train.CheckpointManager(self.checkpoint, checkpoint_dir,
                                               max_to_keep=config.checkpoint.max_to_keep)
     self._restore()

@@ -188,9 +188,21 @@ def test_select_best_tests_and_exports_the_best_valid_checkpoint(data_dir, tmp_p
   exported = tf.saved_model.load(result["export_dir"]).signatures["item_embeddings"]()
   np.testing.assert_allclose(exported["embeddings"].numpy(), tables[20][:40], rtol=1e-6)
 
+  # Resumed for 10 more steps: the best checkpoint stays step 20's, and its folder, which
+  # best.json indexes, gets no CheckpointManager state file.
+  scripted[40] = 0.1
+  longer = dataclasses.replace(
+      config, schedule=dataclasses.replace(config.schedule, train_steps=40),
+      checkpoint=config_lib.CheckpointConfig(every_steps=10))
+  assert loop.train_and_evaluate(longer)["step"] == 20
+  best_dir = os.path.join(config.model_dir, "checkpoints", "best")
+  assert sorted(os.listdir(best_dir)) == [
+      "best-20.data-00000-of-00001", "best-20.index", "best.json"]
+
   # Patience 1, 60 steps: the evaluation at step 30 (0.5) does not beat step 20's (0.9),
   # so training stops there instead of going on to 60, and tests step 20.
-  scripted.update({40: 0.1, 50: 0.1, 60: 0.1})
+  scripted.update({50: 0.1, 60: 0.1})
+  tables.clear()
   early = dataclasses.replace(
       config, model_dir=str(tmp_path / "early"),
       schedule=dataclasses.replace(config.schedule, train_steps=60),
