@@ -2,6 +2,8 @@ r"""DSS's own experiments on amazon_beauty: Table 2's ablation and section 4.3's
 
     python benchmarks/dss_experiments.py --experiment=ablation --seeds=0,1,2
     python benchmarks/dss_experiments.py --experiment=robustness --noise=0.1,0.2,0.3,0.4,0.5
+    python benchmarks/dss_experiments.py --experiment=protocols \
+        --runs=dss=runs/quality/amazon_beauty/dss/seed_0
 
 Both train with the trainer library at the S3-Rec protocol's settings (preset `s3rec`:
 Adam 1e-3, batch 256, length 50, D 64, full softmax; `--epochs` passes over the
@@ -25,7 +27,11 @@ validation and test targets) are replaced with uniformly drawn items with probab
 `--noise`; DSS and DSS without seq2seq are trained on each corrupted copy and their
 full-ranking NDCG@10 is divided by the clean one. The plot goes to `--plot`.
 
-Results: `--work_dir`/dss_ablation.json or dss_robustness.json; docs/dss.md.
+`protocols`: no training; each `--runs` entry VARIANT=RUN_DIR is a finished run (its
+metrics.json and export, e.g. from `benchmarks/quality.py --export`), reported under
+both protocols in the ablation's table.
+
+Results: `--work_dir`/dss_EXPERIMENT.json; docs/dss.md.
 """
 
 import dataclasses
@@ -66,7 +72,7 @@ PAPER_TABLE_2 = {  # Beauty (BERT4Rec's processing), 100 popularity-sampled nega
 }
 SAMPLED_METRICS = ("recall@1", "recall@5", "recall@10", "ndcg@5", "ndcg@10", "mrr")
 
-_EXPERIMENT = flags.DEFINE_enum("experiment", "ablation", ["ablation", "robustness"],
+_EXPERIMENT = flags.DEFINE_enum("experiment", "ablation", ["ablation", "robustness", "protocols"],
                                 "Which experiment.")
 _SHARED_DIR = flags.DEFINE_string(
     "shared_dir", os.environ.get("DCG_SHARED_DIR", os.path.join(os.path.dirname(_REPO_ROOT), "shared")),
@@ -83,6 +89,7 @@ _NOISE = flags.DEFINE_list("noise", ["0.1", "0.2", "0.3", "0.4", "0.5"],
                            "robustness: fractions of training clicks replaced.")
 _NUM_NEGATIVES = flags.DEFINE_integer("sampled_negatives", 100, "The paper's protocol.")
 _MODEL_PARAM = flags.DEFINE_multi_string("model_param", [], "NAME=VALUE for every dss run.")
+_RUNS = flags.DEFINE_list("runs", [], "protocols: VARIANT=RUN_DIR of finished, exported runs.")
 _PLOT = flags.DEFINE_string("plot", os.path.join(_REPO_ROOT, "docs", "dss_robustness.png"),
                             "robustness: the figure.")
 
@@ -180,12 +187,31 @@ def sampled_protocol(export_dir: str, data_dir: str, seed: int) -> Dict[str, flo
           "users": len(ranks)}
 
 
-def run_once(model: str, overrides, data_dir: str, run: str, seed: int) -> Dict[str, object]:
-  result = train(model, overrides, data_dir, run, seed)
+def summarize(result: Dict[str, object], seed: int) -> Dict[str, object]:
+  """A run's metrics.json under both protocols."""
+  if not result.get("export_dir"):
+    raise ValueError(f"the run in {result['config']['model_dir']} has no export: the sampled "
+                     "protocol scores the served model")
   return {"seed": seed, "step": result["step"],
           "full": {k: result["metrics"][k] for k in ("hr@10", "ndcg@10", "hr@20", "ndcg@20")},
           "valid_ndcg@10": result["valid"]["metrics"]["ndcg@10"],
-          "sampled": sampled_protocol(result["export_dir"], data_dir, seed)}
+          "sampled": sampled_protocol(result["export_dir"], result["data_dir"], seed)}
+
+
+def run_once(model: str, overrides, data_dir: str, run: str, seed: int) -> Dict[str, object]:
+  return summarize(train(model, overrides, data_dir, run, seed), seed)
+
+
+def protocols() -> Dict[str, List[Dict[str, object]]]:
+  results = {}
+  for entry in _RUNS.value:
+    variant, _, run_dir = entry.partition("=")
+    if not run_dir:
+      raise app.UsageError(f"--runs entries are VARIANT=RUN_DIR, got {entry!r}")
+    with open(os.path.join(run_dir, "metrics.json")) as f:
+      result = json.load(f)
+    results.setdefault(variant, []).append(summarize(result, result["config"]["schedule"]["seed"]))
+  return results
 
 
 def model_params() -> Dict[str, str]:
@@ -254,8 +280,8 @@ def plot_robustness(results, path: str) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if _EXPERIMENT.value == "ablation":
-    results = ablation()
+  if _EXPERIMENT.value in ("ablation", "protocols"):
+    results = ablation() if _EXPERIMENT.value == "ablation" else protocols()
     print(format_ablation(results))
   else:
     results = robustness()
