@@ -14,6 +14,9 @@ Models (`--models`) and their sizes (`--variants`), D = `--embedding_dim` (64) i
              default   `models.sine.SINEConfig`: K = 4, L = 500 (Table 3's Amazon row)
     sasrec   recbole   RecBole's SASRec: 2 blocks, 2 heads, dropout 0.5
     gru4rec  recbole   RecBole's GRU4Rec: 1 GRU layer of 128 units, dropout 0.3
+    dss      recbole   RecBole's SASRec's encoder (2 blocks, dropout 0.5; one head as
+                       the paper), K = 4 intentions, latent seq2seq (`models.dss`);
+                       side by side with RecBole's SASRec, since RecBole has no DSS
 
 Scenarios (`--scenarios`):
 
@@ -22,7 +25,8 @@ Scenarios (`--scenarios`):
              settings: preset `s3rec` (Adam 1e-3, batch 256, max length 50, full softmax
              over the 12,101 items). An epoch is 131,413 training prefixes: one sample
              each for `sine` (`samples.AllPrefixes`), about one window per user that
-             trains every prefix in it for `sasrec` and `gru4rec` (`samples.AllPositions`).
+             trains every prefix in it for `sasrec`, `gru4rec` (`samples.AllPositions`) and `dss`
+             (`samples.AllPositionsWithFuture`).
     million  a synthetic log with a 1,000,000-item catalog (`input_pipeline.prepare`,
              `--million_events` clicks, no impressions; items that never occur are
              dropped, and with the default 10 million clicks 961,714 occur), preset
@@ -91,8 +95,10 @@ MODELS: Dict[str, Dict[str, Dict[str, Any]]] = {
              "default": {}},  # SINEConfig: K = 4, L = 500
     "sasrec": {RECBOLE: {"num_blocks": 2, "num_heads": 2, "dropout": 0.5}},
     "gru4rec": {RECBOLE: {"hidden_dim": 128, "num_layers": 1, "dropout": 0.3}},
+    "dss": {RECBOLE: {"num_blocks": 2, "dropout": 0.5}},  # RecBole's SASRec's; K = 4
 }
-RECBOLE_NAMES = {"sine": "SINE", "sasrec": "SASRec", "gru4rec": "GRU4Rec"}
+# RecBole has no DSS: DSS is compared with its encoder and baseline, RecBole's SASRec.
+RECBOLE_NAMES = {"sine": "SINE", "sasrec": "SASRec", "gru4rec": "GRU4Rec", "dss": "SASRec"}
 BEAUTY_PREFIXES = 131_413  # training prefixes of one amazon_beauty epoch
 DEFAULT_PREFIXES = {BEAUTY: 4 * BEAUTY_PREFIXES, MILLION: 256_000}
 MILLION_ITEMS = 1_000_000
