@@ -7,7 +7,10 @@ import numpy as np
 
 def pyplot():
   """matplotlib's pyplot on the file-only Agg backend (benchmarks run without a display)."""
-  import matplotlib  # pylint: disable=g-import-not-at-top  (only the benchmarks plot)
+  try:
+    import matplotlib  # pylint: disable=g-import-not-at-top  (only the benchmarks plot)
+  except ModuleNotFoundError as e:
+    raise SystemExit('the benchmarks\' figures need matplotlib: pip install -e ".[bench]"') from e
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
   return plt
