@@ -13,8 +13,7 @@ written. Checkpoints are named by the step they hold (`save(..., step)`).
 
 The best-validation checkpoint (`save_best`) is written under a new name before
 best.json (written atomically) names it; only then are older best checkpoints deleted.
-best.json, not a state file, names it, so its folder only needs
-`remove_interrupted_writes`.
+With no state file to reconcile, its folder only needs `remove_interrupted_writes`.
 """
 
 import json
