@@ -19,7 +19,7 @@ Rows:
              SASRec sizes (2 blocks, 2 heads, dropout 0.5). Published PyTorch models of
              that size train at about 9,000 prefixes/s on one GPU on this data.
 
-Each row builds the trainer's own pieces (`trainer.loop.TrainingRun` and `LocalSteps`:
+Each row builds the trainer's own pieces (`trainer.loop.TrainingRun` and `trainer.steps.LocalSteps`:
 model, optimizer, loss head, the real input pipeline, `--interval` steps per
 `tf.function` call) on one device, runs `--warmup_steps` untimed (tracing, autotuning),
 then times `--steps` steps. Reported: examples/s (samples), targets/s (training
@@ -53,6 +53,7 @@ from input_pipeline.synthetic import SyntheticConfig  # pylint: disable=g-import
 from models import registry  # pylint: disable=g-import-not-at-top,wrong-import-position
 from trainer import config as config_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from trainer import loop  # pylint: disable=g-import-not-at-top,wrong-import-position
+from trainer import steps as steps_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position,g-bad-import-order
 import tf_keras  # pylint: disable=g-import-not-at-top,wrong-import-position,g-bad-import-order
 
@@ -125,7 +126,7 @@ def measure(row: str, config: config_lib.TrainConfig, sizes: Dict[str, Any]) -> 
     with tempfile.TemporaryDirectory() as model_dir, tf.device(device):
       run = loop.TrainingRun(dataclasses.replace(config, model_dir=model_dir),
                              tf.distribute.get_strategy())
-      steps = loop.LocalSteps(run, seed=config.schedule.seed)
+      steps = steps_lib.LocalSteps(run, seed=config.schedule.seed)
       result["num_items"] = run.data.num_items
       result["full_softmax"] = run.loss.full_softmax
       for _ in range(max(1, sizes["warmup"] // interval)):

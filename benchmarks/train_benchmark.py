@@ -35,7 +35,7 @@ Scenarios (`--scenarios`):
 
 Data sets are prepared once into `--work_dir`/data/ and reused. Each (scenario, model,
 variant) then runs in a fresh Python process, so its peak RSS is its own. That
-process builds the trainer's own pieces (`trainer.loop.TrainingRun` and `LocalSteps`:
+process builds the trainer's own pieces (`trainer.loop.TrainingRun` and `trainer.steps.LocalSteps`:
 model, optimizer, loss head, the real input pipeline and the `tf.function` that runs
 `--interval` steps per call, exactly what `train_and_evaluate` runs between two
 progress lines), with no checkpoints, summaries or export. The first
@@ -207,6 +207,7 @@ def _done(calls: int, prefixes: float, scenario: str) -> bool:
 def measure(scenario: str, model: str, variant: str, data_dir: str) -> Dict[str, Any]:
   """Warms up, times training steps, then the test evaluation; returns the figures."""
   from trainer import loop  # pylint: disable=g-import-not-at-top  (heavy: only in the child)
+  from trainer import steps  # pylint: disable=g-import-not-at-top
 
   interval = _INTERVAL.value
   load_before = os.getloadavg()[0]
@@ -215,7 +216,7 @@ def measure(scenario: str, model: str, variant: str, data_dir: str) -> Dict[str,
     config = train_config(scenario, model, variant, data_dir, model_dir)
     tf.random.set_seed(config.schedule.seed)
     run = loop.TrainingRun(config, tf.distribute.get_strategy())
-    run_steps = loop.LocalSteps(run)  # the input seeded by config.schedule.seed
+    run_steps = steps.LocalSteps(run)  # the input seeded by config.schedule.seed
     warmup_calls = max(1, round(_WARMUP_STEPS.value / interval))
     started = time.perf_counter()
     for _ in range(warmup_calls):

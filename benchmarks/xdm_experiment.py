@@ -376,7 +376,7 @@ def measure_speed(model: str, path: str) -> Dict[str, Any]:
   """Times `--speed_steps` training steps of the trainer's own step function.
 
   The pieces `train_and_evaluate` runs between two progress lines (`loop.TrainingRun`,
-  `loop.LocalSteps`: model, optimizer, loss head, the real input pipeline, several
+  `steps.LocalSteps`: model, optimizer, loss head, the real input pipeline, several
   steps per `tf.function` call), preset `default` (AdaGrad 0.1, clip 5, batch 256,
   20,000 log-uniform negatives), D = `--speed_dim`, the paper's XDM (confidence fusion,
   symmetric triplet).
@@ -384,6 +384,7 @@ def measure_speed(model: str, path: str) -> Dict[str, Any]:
   import tempfile  # pylint: disable=g-import-not-at-top
   import time  # pylint: disable=g-import-not-at-top
   from trainer import loop  # pylint: disable=g-import-not-at-top
+  from trainer import steps as steps_lib  # pylint: disable=g-import-not-at-top
 
   base_config = config_lib.default()
   interval = _SPEED_INTERVAL.value
@@ -395,7 +396,7 @@ def measure_speed(model: str, path: str) -> Dict[str, Any]:
         model=config_lib.ModelConfig(name=model, overrides={"embedding_dim": _SPEED_DIM.value}),
         export=dataclasses.replace(base_config.export, enabled=False))
     run = loop.TrainingRun(config, tf.distribute.get_strategy())
-    steps = loop.LocalSteps(run, seed=0)
+    steps = steps_lib.LocalSteps(run, seed=0)
     started = time.perf_counter()
     for _ in range(max(1, _SPEED_WARMUP.value // interval)):
       steps(interval)

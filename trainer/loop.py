@@ -6,11 +6,14 @@ that `trainer.strategy` builds:
 * default / MirroredStrategy: a `tf.function` runs `log_every` steps per call, each
   step `strategy.run` on a distributed dataset;
 * ParameterServerStrategy: the same step function is `schedule`d on the workers by a
-  `ClusterCoordinator` (the only place that knows it), with per-worker datasets, a
-  few steps ahead of the results; every `log_every` steps progress is logged,
-  checkpoints are written and evaluations run. The coordinator may run a step twice
-  after a worker failure (its contract is at least once), so the loop goes by the
-  steps the optimizer applied (`optimizer.iterations`), not by those it scheduled.
+  `ClusterCoordinator`, with per-worker datasets, a few steps ahead of the results;
+  every `log_every` steps progress is logged, checkpoints are written and evaluations
+  run. The coordinator may run a step twice after a worker failure (its contract is
+  at least once), so the loop goes by the steps the optimizer applied
+  (`optimizer.iterations`), not by those it scheduled.
+
+`trainer/steps.py` holds the two step runners (the only place that knows the
+coordinator).
 
 Loss (per replica): for every softmax head the model returns,
 `compute_average_loss(head_loss [B], global_batch)`, plus the model's aux terms, `[B]`
@@ -40,13 +43,9 @@ in-graph loop of `log_every` steps checks before each step, and under parameter
 servers only the few steps already scheduled are waited for.
 """
 
-import collections
-import contextlib
 import dataclasses
 import math
 import os
-import signal
-import threading
 import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -65,6 +64,7 @@ from trainer import checkpoints
 from trainer import config as config_lib
 from trainer import evaluation
 from trainer import export
+from trainer import steps as steps_lib
 from trainer import strategy as strategy_lib
 
 CHECKPOINT_SUBDIR = export.CHECKPOINT_SUBDIR
@@ -76,8 +76,7 @@ TOTAL_TERM = "total"
 # Not losses: counts in the step, summed over replicas.
 EXAMPLES_TERM = "examples"  # samples
 TARGETS_TERM = "targets"  # real labels of all heads (= training prefixes for next-item heads)
-STEPS_TERM = "steps"  # step results summed (not summed over replicas: added by the steps runner)
-_COUNTS = (EXAMPLES_TERM, TARGETS_TERM, STEPS_TERM)
+_COUNTS = (EXAMPLES_TERM, TARGETS_TERM, steps_lib.STEPS_TERM)
 INPUT_KEY = "input"  # the training input's iterator in checkpoints (this machine's devices only)
 
 
@@ -289,164 +288,6 @@ def training_samples_per_epoch(config: config_lib.TrainConfig) -> int:
   return int(sum(int(batch[names.HISTORY_LENGTH].shape[0]) for batch in one_pass))
 
 
-def _sum_records(records) -> Dict[str, float]:
-  """Sums step records (dicts of scalars) name by name."""
-  sums: Dict[str, float] = {}
-  for record in records:
-    for name, value in record.items():
-      sums[name] = sums.get(name, 0.0) + float(value)
-  return sums
-
-
-@contextlib.contextmanager
-def _flag_on_interrupt(flag: tf.Variable):
-  """Sets `flag` as soon as SIGINT or SIGTERM arrives, while the block runs.
-
-  Python runs signal handlers in the main thread only between two of its
-  instructions, so a `tf.function` running many steps delays the KeyboardInterrupt
-  until it returns. The signal's C handler also writes to the wake-up pipe
-  (`signal.set_wakeup_fd`) at once; a thread reading it sets `flag`, which the
-  in-graph loop checks before each step. Only the main thread can install the pipe;
-  elsewhere the block runs without it.
-  """
-  if threading.current_thread() is not threading.main_thread():
-    yield
-    return
-  read_fd, write_fd = os.pipe()
-  os.set_blocking(write_fd, False)
-  previous = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-  interrupts = {signal.SIGINT, signal.SIGTERM}
-
-  def watch():
-    while data := os.read(read_fd, 64):  # b"" once the write end is closed
-      if interrupts.intersection(data):
-        flag.assign(True)
-
-  watcher = threading.Thread(target=watch, name="interrupt-watcher", daemon=True)
-  watcher.start()
-  try:
-    yield
-  finally:
-    signal.set_wakeup_fd(previous)
-    os.close(write_fd)
-    watcher.join()
-    os.close(read_fd)
-
-
-class LocalSteps:
-  """Runs steps on this machine's devices: up to `n` steps per `tf.function` call.
-
-  On one device the training input's iterator is attached to the run's checkpoint
-  (`INPUT_KEY`): every checkpoint holds the input's position, and a checkpoint
-  restored by `TrainingRun` puts it back when the iterator is attached here
-  (deferred restoration). A resumed run thus reads on from where the checkpoint was,
-  with the input seeded by `seed` alone. MirroredStrategy's distributed iterator
-  cannot be saved (TensorFlow 2.20: it is not trackable), and a checkpoint without
-  the input's position (MirroredStrategy, parameter servers, older runs) is resumed
-  with the input reseeded by the step, so that it does not replay the first batches.
-  """
-
-  def __init__(self, run: TrainingRun, seed: Optional[int] = None):
-    """`seed`: the input's seed; None: the run's, as described above."""
-    keeps_position = run.strategy.num_replicas_in_sync == 1
-    if seed is None:
-      seed = run.config.schedule.seed
-      if run.step and not (keeps_position and run.restored_input):
-        seed += run.step
-    iterator = iter(run.strategy.distribute_datasets_from_function(run.train_dataset_fn(seed)))
-    if keeps_position:
-      run.checkpoint.input = iterator
-    with tf.device("/cpu:0"):  # a loop condition, read on the host
-      self._interrupted = tf.Variable(False, trainable=False, name="interrupted")
-    if run.strategy.num_replicas_in_sync > 1:
-      # Collective all-reduces inside an in-graph loop can pair up across iterations
-      # (RING collectives, used on CPUs and virtual GPUs, are not ordered), so with
-      # several replicas every step is its own call (and an interrupt comes between).
-      step = tf.function(run.distributed_step)
-      self._run = lambda num_steps: {**_sum_records(step(iterator) for _ in range(num_steps)),
-                                     STEPS_TERM: num_steps}
-      return
-
-    @tf.function
-    def steps(num_steps):
-      sums = run.distributed_step(iterator)
-      sums[STEPS_TERM] = tf.constant(1.0)
-      for _ in tf.range(num_steps - 1):
-        if self._interrupted.read_value():
-          break  # the KeyboardInterrupt follows as soon as this call returns
-        terms = run.distributed_step(iterator)
-        terms[STEPS_TERM] = tf.constant(1.0)
-        sums = {name: sums[name] + terms[name] for name in sums}
-      return sums
-
-    self._run = lambda num_steps: _sum_records([steps(tf.constant(num_steps))])
-
-  def __call__(self, num_steps: int) -> Dict[str, float]:
-    self._interrupted.assign(False)
-    with _flag_on_interrupt(self._interrupted):
-      return self._run(num_steps)
-
-
-class CoordinatedSteps:
-  """Schedules steps on the parameter-server cluster's workers.
-
-  At most `2 * num_workers` steps are scheduled ahead of the results (one running
-  and one waiting per worker). An interrupt (KeyboardInterrupt) stops the
-  scheduling and waits for the steps already scheduled, which would otherwise go on
-  changing the variables while the checkpoint is written: the checkpoint then holds
-  the step its name says. ClusterCoordinator runs a step again on another worker
-  when its worker fails before returning, so the optimizer may apply more steps than
-  come back (or, after a failure mid-update, part of one twice).
-  """
-
-  def __init__(self, run: TrainingRun):
-    self._coordinator = tf.distribute.coordinator.ClusterCoordinator(run.strategy)
-    # Unseeded shuffles: every worker runs the same dataset_fn (input pipeline 0), so
-    # only unseeded shuffling makes the workers read in different orders.
-    dataset_fn = run.train_dataset_fn(seed=None)
-    per_worker = self._coordinator.create_per_worker_dataset(
-        lambda: run.strategy.distribute_datasets_from_function(dataset_fn))
-    self._iterator = iter(per_worker)
-    self._step = tf.function(run.distributed_step)
-    self._ahead = 2 * strategy_lib.num_workers(run.strategy)
-
-  def __call__(self, num_steps: int) -> Dict[str, float]:
-    pending = collections.deque()
-    records = []
-    try:
-      for _ in range(num_steps):
-        if len(pending) >= self._ahead:
-          records.append(_fetch(pending.popleft()))
-        pending.append(self._coordinator.schedule(self._step, args=(self._iterator,)))
-      records.extend(_fetch(result) for result in pending)
-    except KeyboardInterrupt:
-      self._coordinator.join()
-      raise
-    return {**_sum_records(records), STEPS_TERM: len(records)}
-
-
-_REFETCH_S = 0.5
-
-
-def _fetch(result) -> Dict[str, Any]:
-  """A scheduled step's result; waits through the failure of the worker that ran it.
-
-  A result is marked ready when its step is dispatched, before it is copied back: if
-  the worker dies in between, `fetch` fails on the dead worker's handles while the
-  coordinator runs the step again on another worker and fills the result in anew.
-  """
-  while True:
-    try:
-      return result.fetch()
-    except (tf.errors.UnavailableError, tf.errors.AbortedError) as e:
-      # ClusterCoordinator's rule for a worker failure (it never retries a ps failure).
-      if "/job:worker" not in e.message or "remote target /job:ps" in e.message:
-        raise
-      logging.info("a step's worker failed before its result came back; waiting for the step "
-                   "to run again on another worker")
-      time.sleep(_REFETCH_S)
-
-
 def _next_stop(step: int, config: config_lib.TrainConfig) -> int:
   """The next step at which to log, checkpoint, evaluate or finish."""
   cadences = [config.schedule.log_every, config.checkpoint.every_steps]
@@ -492,7 +333,7 @@ def _train(run: TrainingRun, steps, writers) -> Tuple[Dict[str, float], int]:
       # step's update still be lost, say so and run it again rather than stop short.
       before = run.step
       logging.warning("the optimizer applied %d of the %d steps run since step %d: running "
-                      "the %d missing", before - previous, int(sums[STEPS_TERM]), previous,
+                      "the %d missing", before - previous, int(sums[steps_lib.STEPS_TERM]), previous,
                       stop - before)
       sums = _add_records(sums, steps(stop - before))
       if run.step == before:
@@ -504,7 +345,7 @@ def _train(run: TrainingRun, steps, writers) -> Tuple[Dict[str, float], int]:
       logging.warning("the optimizer is at step %d after %d steps from step %d: %d ran twice (a "
                       "worker failed after applying a step and the coordinator ran it again)",
                       step, stop - previous, previous, step - stop)
-    num_steps = sums[STEPS_TERM]
+    num_steps = sums[steps_lib.STEPS_TERM]
     steps_run += int(num_steps)
     record = {name: value / num_steps for name, value in sums.items() if name not in _COUNTS}
     losses_line = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != TOTAL_TERM)
@@ -587,7 +428,8 @@ def _train_and_evaluate(config: config_lib.TrainConfig,
                  config.schedule.train_steps)
     record = {}
   else:
-    steps = CoordinatedSteps(run) if strategy_lib.is_parameter_server(strategy) else LocalSteps(run)
+    steps = (steps_lib.CoordinatedSteps(run) if strategy_lib.is_parameter_server(strategy)
+             else steps_lib.LocalSteps(run))
     try:
       record, steps_run = _train(run, steps, writers)
     except KeyboardInterrupt:

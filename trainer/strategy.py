@@ -25,7 +25,7 @@ chief waits at most `cluster_wait_s` for every worker and ps to accept connectio
 before it names the ones it could not reach: TensorFlow itself waits for an
 unreachable task without end.
 
-Only `trainer/loop.py` knows the `ClusterCoordinator`; everything here is about
+Only `trainer/steps.py` knows the `ClusterCoordinator`; everything here is about
 building the strategy and the servers.
 """
 

@@ -236,6 +236,7 @@ _MIRRORED_SCRIPT = """
 import json, sys
 from tests.trainer import loop_test
 from trainer import loop
+from trainer import steps
 import tensorflow as tf
 
 # Two logical CPUs stand in for two GPUs; must be set before TF initializes.
@@ -244,7 +245,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 config = loop_test._config(sys.argv[1], sys.argv[2], train_steps=10)
 run = loop.TrainingRun(config, strategy)
-sums = loop.LocalSteps(run)(5)
+sums = steps.LocalSteps(run)(5)
 print(json.dumps({"replicas": strategy.num_replicas_in_sync, "step": run.step, **sums}))
 """
 
