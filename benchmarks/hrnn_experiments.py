@@ -212,7 +212,7 @@ def seeds() -> List[int]:
 
 def write(name: str, record: Dict[str, Any]) -> None:
   path = os.path.join(_WORK_DIR.value, f"{name}.json")
-  files.write_json(path, record)
+  files.write_json(path, record, sort_keys=False)  # rows stay in the order of the tables
   print(f"{name}: written to {path}")
 
 
