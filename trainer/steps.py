@@ -20,15 +20,12 @@ import os
 import signal
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import Any, Dict, Optional
 
 from absl import logging
 import tensorflow as tf
 
 from trainer import strategy as strategy_lib
-
-if TYPE_CHECKING:  # the runners take a run, which imports this module
-  from trainer.loop import TrainingRun
 
 STEPS_TERM = "steps"  # step results summed (not summed over replicas: added by the runner)
 
@@ -90,8 +87,9 @@ class LocalSteps:
   with the input reseeded by the step, so that it does not replay the first batches.
   """
 
-  def __init__(self, run: "TrainingRun", seed: Optional[int] = None):
-    """`seed`: the input's seed; None: the run's, as described above."""
+  def __init__(self, run, seed: Optional[int] = None):
+    """`run`: a `trainer.loop.TrainingRun`; `seed`: the input's seed (None: the run's, as
+    described above)."""
     keeps_position = run.strategy.num_replicas_in_sync == 1
     if seed is None:
       seed = run.config.schedule.seed
@@ -143,7 +141,8 @@ class CoordinatedSteps:
   come back (or, after a failure mid-update, part of one twice).
   """
 
-  def __init__(self, run: "TrainingRun"):
+  def __init__(self, run):
+    """`run`: a `trainer.loop.TrainingRun` under ParameterServerStrategy."""
     self._coordinator = tf.distribute.coordinator.ClusterCoordinator(run.strategy)
     # Unseeded shuffles: every worker runs the same dataset_fn (input pipeline 0), so
     # only unseeded shuffling makes the workers read in different orders.

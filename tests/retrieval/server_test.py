@@ -236,19 +236,28 @@ def test_status_and_predictions_answer_while_a_version_loads(tmp_path, monkeypat
   manager = server.ModelManager(output_dir)
   manager.sync()
   _build(str(tmp_path), seed=1, output_dir=output_dir)
-  monkeypatch.setattr(searcher_lib.Searcher, "warm_up", lambda self: time.sleep(1.5))
+  # Version 2's warm-up holds its load until the test has asked its questions (or 10 s
+  # have passed: a server that waited for the load would answer only then, with
+  # version 2 AVAILABLE, and fail the assertions instead of hanging).
+  loading, release = threading.Event(), threading.Event()
+
+  def held_warm_up(searcher):
+    loading.set()
+    release.wait(10)
+
+  monkeypatch.setattr(searcher_lib.Searcher, "warm_up", held_warm_up)
   request = {"instances": [{"history": ["3"]}]}
   with server.serve_in_thread(manager, _LIMITS) as base_url:
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
       reload = pool.submit(_call, f"{base_url}/v1/models/toy:reload", {"version": 2})
-      time.sleep(0.5)  # version 2 is loading (its warm-up takes 1.5 s)
-      start = time.perf_counter()
+      assert loading.wait(30), "version 2 never started loading"
       status, answer = _call(f"{base_url}/v1/models/toy")
-      assert status == 200 and time.perf_counter() - start < 0.5
+      assert status == 200
       assert [(s["version"], s["state"]) for s in answer["model_version_status"]] == [
           ("2", "LOADING"), ("1", "AVAILABLE")]
       assert _call(f"{base_url}/readyz")[1]["version"] == 1
       assert _call(f"{base_url}/v1/models/toy:predict", request)[0] == 200
+      release.set()
       assert reload.result()[0] == 200
     assert _call(f"{base_url}/readyz")[1]["version"] == 2
 
