@@ -144,29 +144,35 @@ def test_status_metadata_and_health(url, artifact):
 
 
 def test_concurrent_requests_are_batched_and_never_block_the_server(artifact):
-  # Each call of the artifact takes at least 0.5 s here. Eight one-user requests sent at
-  # once: two run alone on the two batch threads, the other six wait and share calls.
-  # Meanwhile the event loop still answers at once.
+  # Eight one-user requests sent at once, the artifact's first calls held: two run alone
+  # on the two batch threads, the other six wait and share calls. Meanwhile the event
+  # loop still answers.
   manager = server.ModelManager(artifact)
   manager.sync()
   loaded = manager.current
-  real_predict, sizes = loaded.predict, []
+  real_predict, sizes, finished = loaded.predict, [], []
+  # The first batch is held until healthz has answered (or 10 s: a healthz stuck behind
+  # the batch would answer only after it finished, and fail the check below).
+  predicting, release = threading.Event(), threading.Event()
 
-  def slow_predict(users):
+  def held_predict(users):
     sizes.append(len(users))
-    time.sleep(0.5)
+    predicting.set()
+    release.wait(10)
+    finished.append(len(users))
     return real_predict(users)
 
-  loaded.predict = slow_predict
+  loaded.predict = held_predict
   histories = [[str(i)] for i in range(1, 9)]
   with server.serve_in_thread(manager, _LIMITS) as base_url:
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
       answers = [pool.submit(_call, f"{base_url}/v1/models/toy:predict",
                              {"instances": [{"history": h}]}) for h in histories]
-      time.sleep(0.2)
-      start = time.perf_counter()
+      assert predicting.wait(30), "no batch reached the model"
+      time.sleep(0.2)  # the other requests queue behind the held batch
       assert _call(f"{base_url}/healthz")[0] == 200
-      assert time.perf_counter() - start < 0.4  # not stuck behind a 0.5 s batch
+      assert not finished  # healthz answered while the batch was still held
+      release.set()
       results = [a.result() for a in answers]
   assert sum(sizes) == 8 and len(sizes) < 8 and max(sizes) > 1, sizes
   # Each request gets its own user's list back out of the shared batch.
