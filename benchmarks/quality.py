@@ -261,9 +261,13 @@ def format_seeds(runs: Dict[str, Dict[str, List[Dict[str, object]]]]) -> str:
 
 
 def report(paths: List[str]) -> None:
-  """Prints the tables of several results files as one (later files win on overlaps)."""
+  """Prints the tables of several results files as one.
+
+  Seeds of one model and data set add up across files (e.g. one file per seed), and
+  their mean is taken anew; a seed in several files counts once, the later file's.
+  """
   results: Dict[str, Dict[str, Dict[str, float]]] = {}
-  runs: Dict[str, Dict[str, List[Dict[str, object]]]] = {}
+  by_seed: Dict[str, Dict[str, Dict[int, Dict[str, object]]]] = {}
   models: List[str] = []
   ks: List[int] = []
   for path in paths:
@@ -274,7 +278,14 @@ def report(paths: List[str]) -> None:
       results.setdefault(name, {}).update(by_model)
       models += [model for model in by_model if model not in models]
     for name, by_model in record["runs"].items():
-      runs.setdefault(name, {}).update(by_model)
+      for model, seeds in by_model.items():
+        by_seed.setdefault(name, {}).setdefault(model, {}).update(
+            {run["seed"]: run for run in seeds})
+  runs = {name: {model: [seeds[s] for s in sorted(seeds)] for model, seeds in by_model.items()}
+          for name, by_model in by_seed.items()}
+  for name, by_model in runs.items():
+    for model, seeds in by_model.items():
+      results[name][model] = mean_metrics(seeds)
   print(format_table(results, models, ks, runs))
   print()
   print(format_seeds(runs))
