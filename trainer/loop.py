@@ -333,8 +333,8 @@ def _train(run: TrainingRun, steps, writers) -> Tuple[Dict[str, float], int]:
       # step's update still be lost, say so and run it again rather than stop short.
       before = run.step
       logging.warning("the optimizer applied %d of the %d steps run since step %d: running "
-                      "the %d missing", before - previous, int(sums[steps_lib.STEPS_TERM]), previous,
-                      stop - before)
+                      "the %d missing", before - previous, int(sums[steps_lib.STEPS_TERM]),
+                      previous, stop - before)
       sums = _add_records(sums, steps(stop - before))
       if run.step == before:
         raise RuntimeError(f"Steps ran but the optimizer stays at step {before}: its updates "
