@@ -53,15 +53,16 @@ a synthetic log with impressions and a catalog of more than a million items
 
 `--report` reads every finished run and writes `--work_dir`/xdm_experiment.json, a
 markdown report (means, sample standard deviations over the seeds, each seed, the
-change relative to SDM) and a bar plot of HR@50 (`--plot`), and prints the report;
-docs/xdm.md records it.
+change relative to SDM), a bar plot of HR@50 (`--plot`) and per data set the valid
+HR@50 over training (`--curves`), and prints the report; docs/xdm.md records it.
 """
 
 import dataclasses
+import glob
 import json
 import math
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 from absl import app
 from absl import flags
@@ -85,6 +86,7 @@ from models.layers import embeddings
 from models.layers import feature_embeddings
 from models.layers import pooling
 from trainer import config as config_lib
+import plots
 import tensorflow as tf  # pylint: disable=g-bad-import-order  (after our packages: Keras 2)
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -158,6 +160,9 @@ _SPEED_RESULT = flags.DEFINE_string("speed_result", None, "Internal: measure --s
                                     "in this process and write the figures to this JSON file.")
 _PLOT = flags.DEFINE_string("plot", os.path.join(_REPO_ROOT, "docs", "xdm_hr50.png"),
                             "--report: where the HR@50 bar plot goes (empty: none).")
+_CURVES = flags.DEFINE_string(
+    "curves", os.path.join(_REPO_ROOT, "docs", "xdm_valid_{dataset}.svg"),
+    "--report: valid HR@50 over training, one plot per data set ({dataset} in the path; empty: none).")
 
 
 # The DNN baseline of Table 2 (Covington et al., RecSys 2016), only for this experiment.
@@ -522,12 +527,39 @@ def format_seeds(dataset: str, by_model: Dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
+def valid_curve(dataset: str, model: str, seed: int) -> List[Tuple[int, float]]:
+  """(step, valid HR@50) of each evaluation of a run, read from its TensorBoard summaries."""
+  points: Dict[int, float] = {}
+  for path in sorted(glob.glob(os.path.join(run_dir(dataset, model, seed), "summaries", "valid", "*"))):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == COLUMNS[0]:
+          # The first value per step: the loop evaluates the restored best checkpoint again
+          # at the end, under its own step.
+          points.setdefault(event.step, float(tf.make_ndarray(value.tensor)))
+  return sorted(points.items())
+
+
+def plot_curves(results: Dict[str, Any], path_template: str) -> List[str]:
+  """Per data set, the seeds' mean valid HR@50 of every model against the training step."""
+  paths = []
+  for dataset, by_model in results.items():
+    series = {}
+    for model, entry in by_model.items():
+      curves = [dict(valid_curve(dataset, model, run["seed"])) for run in entry["runs"]]
+      steps = sorted(set.intersection(*(set(curve) for curve in curves)))
+      series[f"{model} ({len(curves)} seed{'s' if len(curves) > 1 else ''})"] = [
+          (step, 100 * float(np.mean([curve[step] for curve in curves]))) for step in steps]
+    path = path_template.format(dataset=dataset)
+    plots.line_plot(path, series, title=f"{dataset}: valid HR@50 during training",
+                    xlabel="training step (batch 256)", ylabel="valid HR@50 (%), mean over seeds")
+    paths.append(path)
+  return paths
+
+
 def plot(results: Dict[str, Any], path: str) -> None:
   """Bar plot of HR@50 (mean, with one standard deviation) per model and data set."""
-  import matplotlib  # pylint: disable=g-import-not-at-top  (only for the report)
-  matplotlib.use("Agg")
-  from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
-
+  pyplot = plots.pyplot()
   datasets = [d for d in DATASETS if d in results]
   figure, axes = pyplot.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 4.2), squeeze=False)
   for axis, dataset in zip(axes[0], datasets):
@@ -545,6 +577,7 @@ def plot(results: Dict[str, Any], path: str) -> None:
     axis.set_title(dataset)
   figure.tight_layout()
   figure.savefig(path, dpi=110)
+  pyplot.close(figure)
 
 
 def report() -> str:
@@ -574,6 +607,8 @@ def report() -> str:
   if _PLOT.value and results:
     plot(results, _PLOT.value)
     parts.append(f"plot: {_PLOT.value}")
+  if _CURVES.value and results:
+    parts.append("valid curves: " + ", ".join(plot_curves(results, _CURVES.value)))
   return "\n\n".join(parts)
 
 
