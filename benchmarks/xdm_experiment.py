@@ -531,7 +531,8 @@ def valid_curve(dataset: str, model: str, seed: int) -> List[Tuple[int, float]]:
   """(step, valid HR@50) of each evaluation of a run, read from its TensorBoard summaries."""
   points: Dict[int, float] = {}
   for path in sorted(glob.glob(os.path.join(run_dir(dataset, model, seed), "summaries", "valid", "*"))):
-    for event in tf.compat.v1.train.summary_iterator(path):
+    for record in tf.data.TFRecordDataset(path):
+      event = tf.compat.v1.Event.FromString(record.numpy())
       for value in event.summary.value:
         if value.tag == COLUMNS[0]:
           # The first value per step: the loop evaluates the restored best checkpoint again
