@@ -40,11 +40,12 @@ batch 256, 20,000 log-uniform sampled negatives with logQ correction, or the ful
 softmax when the catalog is smaller), next k = 5 clicks as labels (dnn, sdm, xdm),
 D = `--embedding_dim`, margin m* = 5 and lambda = 10; `--epochs` passes over each
 model's training samples (default 4 on synthetic, 300 on trivago), the valid split
-evaluated every `--eval_every_epochs` (1 and 30) and the checkpoint with the best valid `--select_best` tested once (selection on
-validation only). Every (data set, model, seed) is one run directory
-`--work_dir`/<data set>/<model>/seed_<s>; a finished run (metrics.json) is not
-trained again, so the experiment can be cut into several invocations (whatever
-settings it ran with: other settings need another `--work_dir`).
+evaluated every `--eval_every_epochs` (1 and 30) and the checkpoint with the best
+valid `--select_best` tested once (selection on validation only). Every (data set,
+model, seed) is one run directory `--work_dir`/<data set>/<model>/seed_<s>; a
+finished run (metrics.json) is not trained again, so the experiment can be cut into
+several invocations (whatever settings it ran with: other settings need another
+`--work_dir`).
 
 `--speed=sdm,xdm` measures instead the training speed (examples/s) and peak memory of
 each model at the paper's settings (batch 256, D = 128, 20,000 sampled negatives) on
@@ -162,7 +163,8 @@ _PLOT = flags.DEFINE_string("plot", os.path.join(_REPO_ROOT, "docs", "xdm_hr50.p
                             "--report: where the HR@50 bar plot goes (empty: none).")
 _CURVES = flags.DEFINE_string(
     "curves", os.path.join(_REPO_ROOT, "docs", "xdm_valid_{dataset}.svg"),
-    "--report: valid HR@50 over training, one plot per data set ({dataset} in the path; empty: none).")
+    "--report: valid HR@50 over training, one plot per data set ({dataset} in the path; "
+    "empty: none).")
 
 
 # The DNN baseline of Table 2 (Covington et al., RecSys 2016), only for this experiment.
@@ -530,7 +532,8 @@ def format_seeds(dataset: str, by_model: Dict[str, Any]) -> str:
 def valid_curve(dataset: str, model: str, seed: int) -> List[Tuple[int, float]]:
   """(step, valid HR@50) of each evaluation of a run, read from its TensorBoard summaries."""
   points: Dict[int, float] = {}
-  for path in sorted(glob.glob(os.path.join(run_dir(dataset, model, seed), "summaries", "valid", "*"))):
+  pattern = os.path.join(run_dir(dataset, model, seed), "summaries", "valid", "*")
+  for path in sorted(glob.glob(pattern)):
     for record in tf.data.TFRecordDataset(path):
       event = tf.compat.v1.Event.FromString(record.numpy())
       for value in event.summary.value:
