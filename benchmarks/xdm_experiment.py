@@ -63,7 +63,7 @@ import glob
 import json
 import math
 import os
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List
 
 from absl import app
 from absl import flags
@@ -529,8 +529,8 @@ def format_seeds(dataset: str, by_model: Dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
-def valid_curve(dataset: str, model: str, seed: int) -> List[Tuple[int, float]]:
-  """(step, valid HR@50) of each evaluation of a run, read from its TensorBoard summaries."""
+def valid_curve(dataset: str, model: str, seed: int) -> Dict[int, float]:
+  """{step: valid HR@50} of each evaluation of a run, read from its TensorBoard summaries."""
   points: Dict[int, float] = {}
   pattern = os.path.join(run_dir(dataset, model, seed), "summaries", "valid", "*")
   for path in sorted(glob.glob(pattern)):
@@ -541,7 +541,7 @@ def valid_curve(dataset: str, model: str, seed: int) -> List[Tuple[int, float]]:
           # The first value per step: the loop evaluates the restored best checkpoint again
           # at the end, under its own step.
           points.setdefault(event.step, float(tf.make_ndarray(value.tensor)))
-  return sorted(points.items())
+  return points
 
 
 def plot_curves(results: Dict[str, Any], path_template: str) -> List[str]:
@@ -550,7 +550,7 @@ def plot_curves(results: Dict[str, Any], path_template: str) -> List[str]:
   for dataset, by_model in results.items():
     series = {}
     for model, entry in by_model.items():
-      curves = [dict(valid_curve(dataset, model, run["seed"])) for run in entry["runs"]]
+      curves = [valid_curve(dataset, model, run["seed"]) for run in entry["runs"]]
       steps = sorted(set.intersection(*(set(curve) for curve in curves)))
       series[f"{model} ({len(curves)} seed{'s' if len(curves) > 1 else ''})"] = [
           (step, 100 * float(np.mean([curve[step] for curve in curves]))) for step in steps]
