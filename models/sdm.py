@@ -204,14 +204,12 @@ class SDM(base.RetrievalModel):
     return self.user_profile(features.get(names.USER_FEATURES), batch_size=batch)
 
   def long_term_sets(self, long_term):
-    """The long-term sets: the item ids, then one set per item-feature field."""
-    mask = self.item_embedding.padding_mask(long_term)
-    sets = [(self.item_embedding(long_term), mask)]
+    """The long-term sets `(keys, mask, counts)`: the item ids, then one set per
+    item-feature field (each row's distinct values, counted)."""
+    sets = [(self.item_embedding(long_term), self.item_embedding.padding_mask(long_term), None)]
     if self.item_fields is not None:
-      batch = tf.shape(long_term)[0]
-      for values, in_field in self.item_fields.field_values(long_term):  # [B, M, W_f, (D)]
-        sets.append((tf.reshape(values, [batch, -1, values.shape[-1]]),
-                     tf.reshape(in_field, [batch, -1])))
+      sets += [(values, counts > 0, counts)
+               for values, counts in self.item_fields.field_value_sets(long_term)]
     return sets
 
   def encode(self, features, training=False):

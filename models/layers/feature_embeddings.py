@@ -34,8 +34,8 @@ class ItemFieldEmbedding(tf_keras.layers.Layer):
       v_f(i) = mean_{x in values of field f of item i} E[x]      (zero without a value)
 
   The item's input vector is then `[E_id(i); v_1(i); ...; v_F(i)]` (the model owns the
-  id table). `field_values` returns each field's raw value embeddings, for SDM's
-  long-term sets, which pool each field's values on their own.
+  id table). `field_value_sets` returns, per field, each row's distinct values with
+  their counts, for SDM's long-term sets, which pool each field's values on their own.
 
   The features are constants of the layer, one `[num_items + 2, width_f]` int32 table
   per field (the values of field f of each item, padded; the OOV and padding rows
@@ -92,20 +92,40 @@ class ItemFieldEmbedding(tf_keras.layers.Layer):
         initializer=tf_keras.initializers.TruncatedNormal(stddev=self.dim**-0.5))
     super().build(input_shape)
 
-  def field_values(self, ids):
-    """Each field's side-feature values of items.
+  def field_value_sets(self, ids):
+    """Per field, the multiset of values of each row's items, as distinct values with counts.
+
+    A row of 50 long-term items whose items hold up to W_f values of field f (LastFM's
+    tags: up to 625 an item) would be a `[50 * W_f, dim]` set; its distinct values are
+    at most the field's vocabulary (388 tags), and pooling them with their counts
+    (`pooling.attention_pool`'s `counts`) gives the multiset's result exactly.
 
     Args:
-      ids: `[...]` int item ids (OOV and padding rows have no values).
+      ids: `[batch, n]` int item ids (OOV and padding rows have no values).
 
     Returns:
-      One `(vectors [..., width_f, dim], mask [..., width_f] bool)` per field.
+      One `(vectors [batch, u, dim], counts [batch, u] float)` per field: u the most
+      distinct values of a row in the batch, counts 0 at padding.
     """
     if not self.built:
       self.build()
-    return [(tf.nn.embedding_lookup(self.embeddings, tf.gather(table, ids)),
-             tf.gather(weights, ids) > 0)
-            for table, weights in zip(self._tables, self._weights)]
+    batch = tf.shape(ids, out_type=tf.int64)[0]
+    stride = self.num_features + 1
+    row = tf.range(batch)[:, tf.newaxis, tf.newaxis]  # [batch, 1, 1]
+    sets = []
+    for table, weights in zip(self._tables, self._weights):
+      values = tf.cast(tf.gather(table, ids), tf.int64)  # [batch, n, W_f]
+      # One key per (row, value) occurrence; sorted, so that the distinct keys come out
+      # grouped by row, as from_value_rowids needs.
+      keys = tf.sort(tf.boolean_mask(row * stride + values, tf.gather(weights, ids) > 0))
+      distinct, _, counts = tf.unique_with_counts(keys, out_idx=tf.int64)
+      rows = distinct // stride
+      value_ids = tf.RaggedTensor.from_value_rowids(distinct % stride, rows, nrows=batch)
+      counts = tf.RaggedTensor.from_value_rowids(tf.cast(counts, tf.float32), rows, nrows=batch)
+      sets.append((tf.nn.embedding_lookup(self.embeddings,
+                                          value_ids.to_tensor(default_value=self.num_features)),
+                   counts.to_tensor()))
+    return sets
 
   def call(self, ids):
     """`[...]` item ids -> `[..., num_fields, dim]` per-field mean embeddings."""

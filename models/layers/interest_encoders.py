@@ -97,8 +97,10 @@ class LongTermEncoder(tf_keras.layers.Layer):
     """Every intermediate of the long-term encoder.
 
     Args:
-      sets: a sequence of `(keys [batch, n, dim], mask)` with `mask` `[batch, n]` (one
-        set) or `[batch, s, n]` (s sets over the same keys, e.g. one per field).
+      sets: a sequence of `(keys [batch, n, dim], mask, counts)` with `mask` `[batch, n]`
+        (one set) or `[batch, s, n]` (s sets over the same keys, e.g. one per field),
+        and `counts` None or `[batch, n]` (each key stands for that many elements; see
+        `pooling.attention_pool`).
       user_vector: e_u `[batch, dim]`.
 
     Returns:
@@ -106,8 +108,8 @@ class LongTermEncoder(tf_keras.layers.Layer):
       weights (one attention tensor per entry of `sets`), interest `[batch, dim]` (p_u).
     """
     pooled, weights = [], []
-    for keys, mask in sets:
-      vectors, attention = pooling.attention_pool(keys, user_vector, mask)
+    for keys, mask, counts in sets:
+      vectors, attention = pooling.attention_pool(keys, user_vector, mask, counts)
       pooled.append(vectors if vectors.shape.rank == 3 else vectors[:, tf.newaxis, :])
       weights.append(attention)
     pooled = tf.concat(pooled, axis=1)

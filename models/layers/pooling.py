@@ -25,10 +25,13 @@ def masked_mean(values, mask):
   return total / tf.maximum(count, 1.0)
 
 
-def attention_pool(keys, query, mask):
+def attention_pool(keys, query, mask, counts=None):
   """Dot-product attention of one query over one or several sets of the same keys.
 
       a_k = exp(<g_k, q>) / sum_{k' in set} exp(<g_k', q>),   z = sum_{k in set} a_k g_k
+
+  With `counts`, a key stands for c_k equal elements of a multiset, and the softmax runs
+  over the elements: a_k = c_k exp(<g_k, q>) / sum_{k'} c_k' exp(<g_k', q>).
 
   SDM's user attention over the short-term session and its per-feature attention over
   the long-term behaviors, with the user profile vector as the query.
@@ -38,6 +41,8 @@ def attention_pool(keys, query, mask):
     query: `[batch, dim]`.
     mask: `[batch, n]` (one set) or `[batch, sets, n]` (several sets over the same
       keys, e.g. one per side-feature field), True at the set's elements.
+    counts: optional `[batch, n]`, how many elements each key stands for (>= 1 where
+      `mask` is True).
 
   Returns:
     `(pooled, weights)`: pooled `[batch, dim]` or `[batch, sets, dim]`, zero for an
@@ -45,6 +50,8 @@ def attention_pool(keys, query, mask):
     a non-empty set.
   """
   logits = tf.linalg.matvec(keys, query)  # [batch, n]
+  if counts is not None:
+    logits += tf.math.log(tf.maximum(tf.cast(counts, logits.dtype), 1.0))
   one_set = mask.shape.rank == 2
   if one_set:
     mask = mask[:, tf.newaxis, :]

@@ -67,12 +67,13 @@ def _model(seed=0, data=None, **overrides):
   return model
 
 
-# Two users: u0 with a 3-item session, 2 long-term items and features (age=2, gender=f);
-# u1 with a 1-item session, no long-term behavior and no user features.
+# Two users: u0 with a 3-item session, 2 long-term items (their tags: x twice, y once)
+# and features (age=2, gender=f); u1 with a 1-item session, no long-term behavior and
+# no user features.
 BATCH = {
     names.HISTORY: tf.constant([[5, 1, 3], [4, PAD, PAD]], tf.int64),  # the sessions
     names.HISTORY_LENGTH: tf.constant([3, 1], tf.int64),
-    sessions.LONG_TERM: tf.constant([[0, 2], [PAD, PAD]], tf.int64),
+    sessions.LONG_TERM: tf.constant([[0, 3], [PAD, PAD]], tf.int64),
     names.USER_FEATURES: tf.constant([[1, 2], [3, 3]], tf.int64),  # 3 = padding
 }
 
@@ -174,6 +175,14 @@ def test_attention_pool_matches_the_softmax_and_gives_zero_for_empty_sets():
                                                                   [False, False, False]]]))
   np.testing.assert_allclose(pooled.numpy()[0], [[1.0, 0.5], [0.0, 0.0]], rtol=1e-6)
   assert got.numpy()[0, 1].tolist() == [0.0, 0.0, 0.0]
+  # counts: key k stands for c_k equal elements; the same as the set with the repeats.
+  counts = tf.constant([[2.0, 1.0, 3.0]])
+  pooled, got = pooling.attention_pool(keys, query, tf.constant([[True, True, True]]), counts)
+  repeated = tf.constant([[[1.0, 0.0]] * 2 + [[0.0, 1.0]] + [[1.0, 1.0]] * 3])
+  expected, _ = pooling.attention_pool(repeated, query, tf.ones([1, 6], tf.bool))
+  np.testing.assert_allclose(pooled.numpy(), expected.numpy(), rtol=1e-6)
+  np.testing.assert_allclose(got.numpy()[0], np.array([2 * e2, 1.0, 3 * e2]) / (5 * e2 + 1),
+                             rtol=1e-6)
   # masked_mean: mean of the real rows, zero for none.
   mean = pooling.masked_mean(keys, tf.constant([[True, False, True]]))
   np.testing.assert_allclose(mean.numpy(), [[1.0, 0.5]])
@@ -192,6 +201,21 @@ def test_item_inputs_concatenate_id_and_field_means():
   ids_table = model.item_embedding.embeddings.numpy()
   for position, row in ((3, OOV), (4, PAD)):
     np.testing.assert_allclose(got[position], np.concatenate([ids_table[row], np.zeros(8)]))
+
+
+def test_field_value_sets_count_each_rows_distinct_values():
+  model = _model()
+  table = model.item_fields.embeddings.numpy()
+  # Row 0: items 0, 4, 2 -> cat {a: 3}, tag {x: 2, y: 2}; row 1: items 5, OOV -> cat {b: 1},
+  # no tag; row 2: padding only -> nothing.
+  ids = tf.constant([[0, 4, 2], [5, OOV, PAD], [PAD, PAD, PAD]], tf.int64)
+  expected = {"cat": [{0: 3}, {1: 1}, {}], "tag": [{2: 2, 3: 2}, {}, {}]}
+  for field, (vectors, counts) in zip(("cat", "tag"), model.item_fields.field_value_sets(ids)):
+    for row in range(3):
+      real = counts.numpy()[row] > 0
+      got = {int(np.flatnonzero((table == vector).all(axis=1))[0]): int(count)
+             for vector, count in zip(vectors.numpy()[row][real], counts.numpy()[row][real])}
+      assert got == expected[field][row], (field, row)
 
 
 def test_mean_item_inputs_average_each_rows_items():
@@ -250,7 +274,7 @@ def test_gated_fusion_by_hand():
 def test_sdm_user_vector_matches_numpy_end_to_end():
   model = _model()
   out = model(BATCH)
-  for user, (session, long_term, features) in enumerate([([5, 1, 3], [0, 2], [1, 2]),
+  for user, (session, long_term, features) in enumerate([([5, 1, 3], [0, 3], [1, 2]),
                                                          ([4], [], [])]):
     expected, short, long = _np_user_vector(model, session, long_term, features)
     np.testing.assert_allclose(out[names.USER_VECTORS].numpy()[user, 0], expected, rtol=1e-4,
