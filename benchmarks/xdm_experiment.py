@@ -39,7 +39,7 @@ Training: the trainer library (`trainer.loop.train_and_evaluate`) with preset
 batch 256, 20,000 log-uniform sampled negatives with logQ correction, or the full
 softmax when the catalog is smaller), next k = 5 clicks as labels (dnn, sdm, xdm),
 D = `--embedding_dim`, margin m* = 5 and lambda = 10; `--epochs` passes over each
-model's training samples (default 4 on synthetic, 300 on trivago), the valid split
+model's training samples (default 16 on synthetic, 300 on trivago), the valid split
 evaluated every `--eval_every_epochs` (1 and 30) and the checkpoint with the best
 valid `--select_best` tested once (selection on validation only). Every (data set,
 model, seed) is one run directory `--work_dir`/<data set>/<model>/seed_<s>; a
@@ -103,7 +103,7 @@ SESSION_GAP = {"synthetic": 600, "trivago": 3600}
 # Training length per data set, in passes over the training samples, and the valid
 # evaluations between. trivago's 2 days are 16 steps an epoch, and SDM needs about 180
 # epochs to learn its re-clicks (docs/xdm.md: at 60 its HR@50 is 0.009, at 180 0.14).
-EPOCHS = {"synthetic": 4.0, "trivago": 300.0}
+EPOCHS = {"synthetic": 16.0, "trivago": 300.0}
 EVAL_EVERY_EPOCHS = {"synthetic": 1.0, "trivago": 30.0}
 # Table 2 and 3 of the paper, Taobao (in %), for the report.
 PAPER = {
