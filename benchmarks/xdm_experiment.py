@@ -44,8 +44,8 @@ evaluated every `--eval_every_epochs` (1 and 30) and the checkpoint with the bes
 valid `--select_best` tested once (selection on validation only). Every (data set,
 model, seed) is one run directory `--work_dir`/<data set>/<model>/seed_<s>; a
 finished run (metrics.json) is not trained again, so the experiment can be cut into
-several invocations (whatever settings it ran with: other settings need another
-`--work_dir`).
+several invocations (a finished run trained with other settings, e.g. other
+`--epochs`, stops the script: other settings need another `--work_dir`).
 
 `--speed=sdm,xdm` measures instead the training speed (examples/s) and peak memory of
 each model at the paper's settings (batch 256, D = 128, 20,000 sampled negatives) on
@@ -325,10 +325,8 @@ def run_dir(dataset: str, model: str, seed: int) -> str:
   return os.path.join(_WORK_DIR.value, dataset, model, f"seed_{seed}")
 
 
-def train_run(dataset: str, model: str, seed: int) -> Dict[str, Any]:
-  """Trains and tests one (data set, model, seed); returns its metrics.json content."""
-  from trainer import loop  # pylint: disable=g-import-not-at-top  (heavy: only when training)
-
+def run_config(dataset: str, model: str, seed: int) -> config_lib.TrainConfig:
+  """The trainer configuration of one (data set, model, seed)."""
   data = data_spec_lib.read(data_dir(dataset))
   name, overrides = model_and_overrides(model, dataset)
   base_config = config_lib.default()
@@ -344,7 +342,7 @@ def train_run(dataset: str, model: str, seed: int) -> Dict[str, Any]:
   eval_every_epochs = (EVAL_EVERY_EPOCHS[dataset] if _EVAL_EVERY_EPOCHS.value is None
                        else _EVAL_EVERY_EPOCHS.value)
   eval_every = max(1, round(eval_every_epochs * steps_per_epoch))
-  config = dataclasses.replace(
+  return dataclasses.replace(
       config,
       schedule=dataclasses.replace(base_config.schedule, seed=seed, log_every=min(eval_every, 100),
                                    train_steps=max(1, math.ceil(epochs * steps_per_epoch))),
@@ -352,7 +350,13 @@ def train_run(dataset: str, model: str, seed: int) -> Dict[str, Any]:
       eval=dataclasses.replace(base_config.eval, ks=KS, every_steps=eval_every,
                                select_best=_SELECT_BEST.value, mask_history=_MASK_HISTORY.value),
       export=dataclasses.replace(base_config.export, enabled=False))
-  logging.info("training %s (%s) on %s, seed %d: %d steps", model, name, dataset, seed,
+
+
+def train_run(config: config_lib.TrainConfig) -> Dict[str, Any]:
+  """Trains and tests one run; returns its metrics.json content."""
+  from trainer import loop  # pylint: disable=g-import-not-at-top  (heavy: only when training)
+
+  logging.info("training %s on %s: %d steps", config.model.name, config.model_dir,
                config.schedule.train_steps)
   return loop.train_and_evaluate(config)
 
@@ -363,6 +367,24 @@ def finished(dataset: str, model: str, seed: int):
     return None
   with open(path) as f:
     return json.load(f)
+
+
+# What a finished run must share with the configuration asked for, to be reused.
+_REUSE_KEYS = (("model",), ("optimizer",), ("loss",), ("schedule", "train_steps"),
+               ("eval", "every_steps"), ("eval", "select_best"), ("eval", "mask_history"))
+
+
+def check_reusable(done: Dict[str, Any], config: config_lib.TrainConfig) -> None:
+  """Raises if a finished run was trained with other settings than `config`."""
+  asked = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples as lists, like the file
+  for key in _REUSE_KEYS:
+    got, want = done["config"], asked
+    for part in key:
+      got, want = got.get(part), want.get(part)
+    if got != want:
+      raise ValueError(
+          f"{config.model_dir} finished with {'.'.join(key)} = {got}, not {want}: pass another "
+          "--work_dir (or remove the run) to train with these settings.")
 
 
 # Speed.
@@ -635,10 +657,13 @@ def main(argv):
   for dataset in _DATASETS.value:
     for model in _MODELS.value:
       for seed in (int(s) for s in _SEEDS.value):
-        if finished(dataset, model, seed) is not None:
+        config = run_config(dataset, model, seed)
+        done = finished(dataset, model, seed)
+        if done is not None:
+          check_reusable(done, config)
           logging.info("%s %s seed %d: finished before, skipped", dataset, model, seed)
           continue
-        result = train_run(dataset, model, seed)
+        result = train_run(config)
         logging.info("%s %s seed %d: %s", dataset, model, seed,
                      {c: round(result["metrics"][c], 4) for c in COLUMNS})
 
