@@ -202,6 +202,22 @@ def test_xdm_outputs_and_triplet_term_match_numpy():
   np.testing.assert_allclose(out[names.USER_VECTORS].numpy()[1, 0], h[1])
 
 
+def test_learned_scale_multiplies_z_and_leaves_the_triplet_alone():
+  model = _model(learned_scale=True)
+  scale = float(np.exp(model.log_scale.numpy()))
+  assert scale != 1.0  # _model randomizes every weight
+  scaled = model(BATCH, training=True)
+  model.log_scale.assign(0.0)
+  plain = model(BATCH, training=True)
+  np.testing.assert_allclose(scaled[names.USER_VECTORS].numpy(),
+                             scale * plain[names.USER_VECTORS].numpy(), rtol=1e-5)
+  np.testing.assert_allclose(scaled[names.HEADS]["next_clicks"].query.numpy(),
+                             scaled[names.USER_VECTORS].numpy()[:, 0])
+  np.testing.assert_allclose(scaled[names.AUX_LOSSES]["triplet"].numpy(),
+                             plain[names.AUX_LOSSES]["triplet"].numpy())
+  assert _model().log_scale is None
+
+
 def test_empty_unclicked_batches_train_without_nan():
   model = _model()
   empty = {**BATCH, names.UNCLICKED: tf.fill([2, 1], tf.constant(PAD, tf.int64)),
