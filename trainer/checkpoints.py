@@ -124,9 +124,15 @@ def save_best(checkpoint: tf.train.Checkpoint, directory: str, record: Dict[str,
 
 
 def read_best(directory: str) -> Optional[Dict[str, Any]]:
-  """best.json's record, or None before the first best checkpoint."""
+  """best.json's record, or None before the first best checkpoint.
+
+  The record's "checkpoint" is resolved in `directory`, not taken as written: the path
+  saved is relative to the working directory of the training process, and the run
+  directory may since have moved or be read from elsewhere.
+  """
   path = os.path.join(directory, BEST_FILE)
   if not tf.io.gfile.exists(path):
     return None
   with tf.io.gfile.GFile(path) as f:
-    return json.load(f)
+    record = json.load(f)
+  return {**record, "checkpoint": os.path.join(directory, os.path.basename(record["checkpoint"]))}
