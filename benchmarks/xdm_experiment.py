@@ -56,6 +56,11 @@ a synthetic log with impressions and a catalog of more than a million items
 markdown report (means, sample standard deviations over the seeds, each seed, the
 change relative to SDM), a bar plot of HR@50 (`--plot`) and per data set the valid
 HR@50 over training (`--curves`), and prints the report; docs/xdm.md records it.
+
+`--norms` loads the best checkpoint of each finished run of `--datasets`, `--models`
+and `--seeds` and prints the mean lengths of the user vector z and, for XDM, of h, c,
+n (eq 1, 3), over the first `--norms_batches` training batches: why XDM's eq 5 holds
+back its softmax (docs/xdm.md).
 """
 
 import dataclasses
@@ -159,6 +164,9 @@ _SPEED_INTERVAL = flags.DEFINE_integer("speed_interval", 25, "--speed: steps per
 _SPEED_DIM = flags.DEFINE_integer("speed_dim", 128, "--speed: D (the paper: 128).")
 _SPEED_RESULT = flags.DEFINE_string("speed_result", None, "Internal: measure --speed's one model "
                                     "in this process and write the figures to this JSON file.")
+_NORMS = flags.DEFINE_bool("norms", False, "Instead of training: the user vector lengths of "
+                           "the finished runs (module docstring).")
+_NORMS_BATCHES = flags.DEFINE_integer("norms_batches", 20, "--norms: training batches read.")
 _PLOT = flags.DEFINE_string("plot", os.path.join(_REPO_ROOT, "docs", "xdm_hr50.png"),
                             "--report: where the HR@50 bar plot goes (empty: none).")
 _CURVES = flags.DEFINE_string(
@@ -493,6 +501,49 @@ def speed() -> None:
   files.write_json(os.path.join(_WORK_DIR.value, "speed.json"), results)
 
 
+# Vector lengths.
+
+
+def vector_norms(dataset: str, model: str, seed: int) -> Dict[str, float]:
+  """Mean |z| and, for XDM, |h|, |c|, |n| (users with unclicked items) of a finished run."""
+  from trainer import checkpoints, export  # pylint: disable=g-import-not-at-top
+
+  config = finished(dataset, model, seed)["config"]
+  data = data_spec_lib.read(data_dir(dataset))
+  model_config = config_lib.build_model_config(config_lib.ModelConfig(**config["model"]),
+                                               max_length=config["data"]["max_length"])
+  network = export.build_model(config["model"]["name"], model_config, data)
+  best_dir = os.path.join(run_dir(dataset, model, seed), export.CHECKPOINT_SUBDIR, "best")
+  export.restore_model(network, checkpoints.read_best(best_dir)["checkpoint"])
+  lengths: Dict[str, List[np.ndarray]] = {}
+  batches = dataset_lib.make_dataset(dataset_lib.InputConfig(
+      data_dir=data.data_dir, batch_size=config["data"]["batch_size"], num_epochs=1,
+      shuffle=False, deterministic=True), network.sample_spec(), data)
+  for batch in batches.take(_NORMS_BATCHES.value):
+    outputs = network(batch, training=False)
+    vectors = {"z": outputs[names.USER_VECTORS][:, 0, :]}
+    if xdm.CLICKED in outputs:
+      has_unclicked = batch[names.UNCLICKED_LENGTH] > 0
+      vectors.update(h=outputs[xdm.CLICKED], c=network.encode_items(batch[names.LABELS])[0],
+                     n=tf.boolean_mask(outputs[xdm.UNCLICKED], has_unclicked))
+    for key, value in vectors.items():
+      lengths.setdefault(key, []).append(tf.norm(value, axis=-1).numpy())
+  return {key: float(np.concatenate(values).mean()) for key, values in lengths.items()}
+
+
+def format_norms() -> str:
+  lines = ["| data set | model | seed | ‖z‖ | ‖h‖ | ‖c‖ | ‖n‖ |", "|---|---|---|---|---|---|---|"]
+  for dataset in _DATASETS.value:
+    for model in _MODELS.value:
+      for seed in (int(s) for s in _SEEDS.value):
+        if finished(dataset, model, seed) is None:
+          continue
+        norms = vector_norms(dataset, model, seed)
+        lines.append(f"| {dataset} | {model} | {seed} | " + " | ".join(
+            f"{norms[key]:.2f}" if key in norms else "" for key in "zhcn") + " |")
+  return "\n".join(lines)
+
+
 # Report.
 
 
@@ -650,6 +701,9 @@ def main(argv):
     return
   if _REPORT.value:
     print(report())
+    return
+  if _NORMS.value:
+    print(format_norms())
     return
   unknown = sorted(set(_DATASETS.value) - set(DATASETS)) + sorted(set(_MODELS.value) - set(MODELS))
   if unknown:
