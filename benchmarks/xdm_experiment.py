@@ -64,6 +64,7 @@ back its softmax (docs/xdm.md).
 """
 
 import dataclasses
+import functools
 import glob
 import json
 import math
@@ -319,10 +320,15 @@ def model_and_overrides(model: str, dataset: str) -> tuple:
   return "xdm", {**overrides, "fusion": fusion, "metric": metric}
 
 
-def count_training_samples(config: config_lib.TrainConfig, data: data_spec_lib.DataSpec) -> int:
-  """Samples in one pass over the train split, as the model's training builder cuts them."""
-  model_config = config_lib.build_model_config(config.model, max_length=config.data.max_length)
-  spec = registry.lookup(config.model.name).model_class(model_config, data=data).sample_spec()
+@functools.lru_cache(maxsize=None)
+def count_training_samples(dataset: str, model: str, max_length: int) -> int:
+  """Samples in one pass over the train split, as the model's training builder cuts them
+  (counted once per process, though every seed asks)."""
+  data = data_spec_lib.read(data_dir(dataset))
+  name, overrides = model_and_overrides(model, dataset)
+  model_config = config_lib.build_model_config(
+      config_lib.ModelConfig(name=name, overrides=overrides), max_length=max_length)
+  spec = registry.lookup(name).model_class(model_config, data=data).sample_spec()
   one_pass = dataset_lib.make_dataset(dataset_lib.InputConfig(
       data_dir=data.data_dir, batch_size=4096, num_epochs=1, shuffle=False, bucketing=False),
       spec, data)
@@ -345,7 +351,8 @@ def run_config(dataset: str, model: str, seed: int) -> config_lib.TrainConfig:
       optimizer=dataclasses.replace(base_config.optimizer, **{
           k: v for k, v in (("name", _OPTIMIZER.value), ("learning_rate", _LEARNING_RATE.value))
           if v is not None}))
-  steps_per_epoch = count_training_samples(config, data) / config.data.batch_size
+  steps_per_epoch = (count_training_samples(dataset, model, config.data.max_length)
+                     / config.data.batch_size)
   epochs = EPOCHS[dataset] if _EPOCHS.value is None else _EPOCHS.value
   eval_every_epochs = (EVAL_EVERY_EPOCHS[dataset] if _EVAL_EVERY_EPOCHS.value is None
                        else _EVAL_EVERY_EPOCHS.value)
