@@ -45,7 +45,7 @@ Choices where the paper is silent:
 
 Not in the paper, off by default: `learned_scale` multiplies z by a learned scalar
 s = exp(a) > 0 (a starts at 0) in the softmax and at serving, where it leaves the
-ranking unchanged. Eq 5 expands to ||h - (2c - n)||^2 + (terms without h), so it
+ranking unchanged. Eq 5's argument is ||h - (2c - n)||^2 - 3 ||c - n||^2 + m*, so it
 keeps h within a ball around 2c - n, and c, n are tanh outputs (|c| <= sqrt(D)): on
 the synthetic log the trained XDM's |z| is about 3, SDM's about 15, and a short user
 vector cannot make a peaked softmax. s lets the logits grow without touching eq 5

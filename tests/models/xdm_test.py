@@ -65,6 +65,29 @@ def test_symmetric_triplet_eq5_by_hand():
   assert _loss("symmetric", 15.0) == [4.0]
 
 
+def test_symmetric_triplet_is_zero_only_in_a_ball_around_2c_minus_n():
+  # Eq 5's argument = ||h - (2c - n)||^2 - 3 ||c - n||^2 + m*: h is held within
+  # sqrt(3 e_cn - m*) of 2c - n (what `learned_scale` works around), while eq 4 is
+  # satisfied by any long h along c - n.
+  rng = np.random.default_rng(0)
+  h, c, n = rng.normal(size=(3, 8, 5)).astype(np.float32)
+  center, e_cn = 2 * c - n, np.sum((c - n) ** 2, axis=1)
+  expected = np.maximum(0.0, np.sum((h - center) ** 2, axis=1) - 3 * e_cn + 5.0)
+  got = metric_learning.triplet_loss(tf.constant(h), tf.constant(n), tf.constant(c), margin=5.0,
+                                     structure="symmetric").numpy()
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+  radius = np.sqrt(3 * e_cn - 5.0)  # these draws have 3 e_cn > m*
+  direction = (c - n) / np.linalg.norm(c - n, axis=1, keepdims=True)
+  far = center + 1.01 * radius[:, None] * direction
+  longer = 100.0 * direction
+  symmetric, asymmetric = (metric_learning.triplet_loss(
+      tf.constant(longer), tf.constant(n), tf.constant(c), margin=5.0, structure=s).numpy()
+                           for s in ("symmetric", "asymmetric"))
+  assert np.all(symmetric > 0) and np.all(asymmetric == 0)
+  assert np.all(metric_learning.triplet_loss(tf.constant(far), tf.constant(n), tf.constant(c),
+                                             margin=5.0, structure="symmetric").numpy() > 0)
+
+
 def test_pair_structures_of_table3_by_hand():
   assert _loss("lab_clk", 5.0) == [1.0]  # e_hc
   assert _loss("unclk_lab", 5.0) == [1.0]  # [5 - e_cn]_+ = [5 - 4]_+
