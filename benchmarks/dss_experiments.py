@@ -4,6 +4,8 @@ r"""DSS's own experiments on amazon_beauty: Table 2's ablation and section 4.3's
     python benchmarks/dss_experiments.py --experiment=robustness --noise=0.1,0.2,0.3,0.4,0.5
     python benchmarks/dss_experiments.py --experiment=protocols \
         --runs=dss=runs/quality/amazon_beauty/dss/seed_0
+    python benchmarks/dss_experiments.py --experiment=gradients \
+        --runs=dss=runs/quality/amazon_beauty/dss/seed_0
 
 Both train with the trainer library at the S3-Rec protocol's settings (preset `s3rec`:
 Adam 1e-3, batch 256, length 50, D 64, full softmax; `--epochs` passes over the
@@ -31,6 +33,14 @@ full-ranking NDCG@10 is divided by the clean one. The plot goes to `--plot`.
 metrics.json and export, e.g. from `benchmarks/quality.py --export`), reported under
 both protocols in the ablation's table.
 
+`gradients`: no training; for each `--runs` entry (a finished run with the latent
+seq2seq), at its initialization (the run's seed) and at its best valid checkpoint, the
+gradients of eq 7's two terms, seq2item and seq2seq, over `--gradient_batches`
+training batches (dropout on, as in training): per variable group (item table, SASRec
+encoder, disentanglement, all) their norms (the root of the batches' summed squares)
+and cosine. Run from the repository root
+when the run's data_dir is relative.
+
 Results: `--work_dir`/dss_EXPERIMENT.json; docs/dss.md.
 """
 
@@ -48,11 +58,13 @@ import numpy as np
 from common import files
 from common import names
 from input_pipeline import data_spec
+from input_pipeline import dataset as dataset_lib
 from input_pipeline import prepare
 from retrieval import requests
 from trainer import config as config_lib
 import plots
 import tensorflow as tf  # pylint: disable=g-bad-import-order  (after our packages: Keras 2)
+import tf_keras
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATASET = "amazon_beauty"
@@ -72,7 +84,8 @@ PAPER_TABLE_2 = {  # Beauty (BERT4Rec's processing), 100 popularity-sampled nega
 }
 SAMPLED_METRICS = ("recall@1", "recall@5", "recall@10", "ndcg@5", "ndcg@10", "mrr")
 
-_EXPERIMENT = flags.DEFINE_enum("experiment", "ablation", ["ablation", "robustness", "protocols"],
+_EXPERIMENT = flags.DEFINE_enum("experiment", "ablation",
+                                ["ablation", "robustness", "protocols", "gradients"],
                                 "Which experiment.")
 _SHARED_DIR = flags.DEFINE_string(
     "shared_dir", os.environ.get("DCG_SHARED_DIR", os.path.join(os.path.dirname(_REPO_ROOT), "shared")),
@@ -89,7 +102,11 @@ _NOISE = flags.DEFINE_list("noise", ["0.1", "0.2", "0.3", "0.4", "0.5"],
                            "robustness: fractions of training clicks replaced.")
 _NUM_NEGATIVES = flags.DEFINE_integer("sampled_negatives", 100, "The paper's protocol.")
 _MODEL_PARAM = flags.DEFINE_multi_string("model_param", [], "NAME=VALUE for every dss run.")
-_RUNS = flags.DEFINE_list("runs", [], "protocols: VARIANT=RUN_DIR of finished, exported runs.")
+_RUNS = flags.DEFINE_list("runs", [], "protocols, gradients: VARIANT=RUN_DIR of finished runs "
+                          "(exported, for protocols).")
+_GRADIENT_BATCHES = flags.DEFINE_integer(
+    "gradient_batches", 32, "gradients: training batches (32: one shuffle-and-bucket window, so "
+    "every length bucket is in).")
 _PLOT = flags.DEFINE_string("plot", os.path.join(_REPO_ROOT, "docs", "dss_robustness.png"),
                             "robustness: the figure.")
 
@@ -204,14 +221,82 @@ def run_once(model: str, overrides, data_dir: str, run: str, seed: int) -> Dict[
 
 def protocols() -> Dict[str, List[Dict[str, object]]]:
   results = {}
-  for entry in _RUNS.value:
-    variant, _, run_dir = entry.partition("=")
-    if not run_dir:
-      raise app.UsageError(f"--runs entries are VARIANT=RUN_DIR, got {entry!r}")
+  for variant, run_dir in finished_runs().items():
     with open(os.path.join(run_dir, "metrics.json")) as f:
       result = json.load(f)
     results.setdefault(variant, []).append(summarize(result, result["config"]["schedule"]["seed"]))
   return results
+
+
+def finished_runs() -> Dict[str, str]:
+  """`--runs` as {variant: run directory}."""
+  runs = {}
+  for entry in _RUNS.value:
+    variant, _, run_dir = entry.partition("=")
+    if not run_dir:
+      raise app.UsageError(f"--runs entries are VARIANT=RUN_DIR, got {entry!r}")
+    runs[variant] = run_dir
+  return runs
+
+
+GRADIENT_GROUPS = ("item_embedding", "encoder", "disentangle")
+
+
+def gradient_alignment(run_dir: str, at_best: bool) -> Dict[str, Dict[str, float]]:
+  """{group: {"seq2item", "seq2seq" (gradient norms), "cosine"}} of a finished DSS run."""
+  from trainer import checkpoints, export, loop  # pylint: disable=g-import-not-at-top  (heavy)
+
+  with open(os.path.join(run_dir, "metrics.json")) as f:
+    config = json.load(f)["config"]
+  data = data_spec.read(config["data"]["data_dir"])
+  tf_keras.utils.set_random_seed(config["schedule"]["seed"])
+  model = export.build_model(config["model"]["name"], config_lib.build_model_config(
+      config_lib.ModelConfig(**config["model"]), max_length=config["data"]["max_length"]), data)
+  if at_best:
+    best_dir = os.path.join(run_dir, export.CHECKPOINT_SUBDIR, "best")
+    export.restore_model(model, checkpoints.read_best(best_dir)["checkpoint"])
+  loss = loop.make_loss(config_lib.LossConfig(**config["loss"]), data)
+  batch_size = config["data"]["batch_size"]
+  batches = dataset_lib.make_dataset(dataset_lib.InputConfig(
+      data_dir=data.data_dir, batch_size=batch_size, seed=0, num_epochs=1, drop_remainder=True,
+      deterministic=True), model.sample_spec(), data)
+  sums = {group: np.zeros(3) for group in GRADIENT_GROUPS + ("all",)}  # |a|^2, |b|^2, a.b
+  for batch in batches.take(_GRADIENT_BATCHES.value):
+    with tf.GradientTape(persistent=True) as tape:
+      outputs = model(batch, training=True)
+      candidates = model.candidates()
+      terms = loop.loss_terms(outputs, {name: loss(candidates, head)
+                                        for name, head in outputs[names.HEADS].items()}, batch_size)
+    variables = model.trainable_variables
+    for variable, seq2item, seq2seq in zip(variables, tape.gradient(terms["next_item"], variables),
+                                           tape.gradient(terms["seq2seq"], variables)):
+      a, b = (np.zeros(variable.shape) if g is None else tf.convert_to_tensor(g).numpy()
+              for g in (seq2item, seq2seq))
+      products = np.array([np.sum(a * a), np.sum(b * b), np.sum(a * b)])
+      sums["all"] += products
+      for group in GRADIENT_GROUPS:
+        if f"/{group}/" in variable.name:
+          sums[group] += products
+  return {group: {"seq2item": float(np.sqrt(aa)), "seq2seq": float(np.sqrt(bb)),
+                  "cosine": float(ab / max(np.sqrt(aa * bb), 1e-30))}
+          for group, (aa, bb, ab) in sums.items()}
+
+
+def gradients() -> Dict[str, Dict[str, Dict[str, Dict[str, float]]]]:
+  return {variant: {moment: gradient_alignment(run_dir, moment == "best")
+                    for moment in ("initialization", "best")}
+          for variant, run_dir in finished_runs().items()}
+
+
+def format_gradients(results) -> str:
+  lines = ["| run | at | group | seq2item gradient norm | seq2seq | ratio | cosine |",
+           "|---|---|---|---|---|---|---|"]
+  for variant, by_moment in results.items():
+    for moment, by_group in by_moment.items():
+      for group, g in by_group.items():
+        lines.append(f"| {variant} | {moment} | {group} | {g['seq2item']:.3f} | {g['seq2seq']:.3f} | "
+                     f"{g['seq2seq'] / max(g['seq2item'], 1e-30):.2f} | {g['cosine']:+.3f} |")
+  return "\n".join(lines)
 
 
 def model_params() -> Dict[str, str]:
@@ -283,6 +368,9 @@ def main(argv):
   if _EXPERIMENT.value in ("ablation", "protocols"):
     results = ablation() if _EXPERIMENT.value == "ablation" else protocols()
     print(format_ablation(results))
+  elif _EXPERIMENT.value == "gradients":
+    results = gradients()
+    print(format_gradients(results))
   else:
     results = robustness()
     plot_robustness(results, _PLOT.value)
