@@ -253,7 +253,7 @@ def gradient_alignment(run_dir: str, at_best: bool) -> Dict[str, Dict[str, float
   model = export.build_model(config["model"]["name"], config_lib.build_model_config(
       config_lib.ModelConfig(**config["model"]), max_length=config["data"]["max_length"]), data)
   if at_best:
-    best_dir = os.path.join(run_dir, export.CHECKPOINT_SUBDIR, "best")
+    best_dir = os.path.join(run_dir, loop.CHECKPOINT_SUBDIR, loop.BEST_SUBDIR)
     export.restore_model(model, checkpoints.read_best(best_dir)["checkpoint"])
   loss = loop.make_loss(config_lib.LossConfig(**config["loss"]), data)
   batch_size = config["data"]["batch_size"]

@@ -513,14 +513,14 @@ def speed() -> None:
 
 def vector_norms(dataset: str, model: str, seed: int) -> Dict[str, float]:
   """Mean |z| and, for XDM, |h|, |c|, |n| (users with unclicked items) of a finished run."""
-  from trainer import checkpoints, export  # pylint: disable=g-import-not-at-top
+  from trainer import checkpoints, export, loop  # pylint: disable=g-import-not-at-top
 
   config = finished(dataset, model, seed)["config"]
   data = data_spec_lib.read(data_dir(dataset))
   model_config = config_lib.build_model_config(config_lib.ModelConfig(**config["model"]),
                                                max_length=config["data"]["max_length"])
   network = export.build_model(config["model"]["name"], model_config, data)
-  best_dir = os.path.join(run_dir(dataset, model, seed), export.CHECKPOINT_SUBDIR, "best")
+  best_dir = os.path.join(run_dir(dataset, model, seed), loop.CHECKPOINT_SUBDIR, loop.BEST_SUBDIR)
   export.restore_model(network, checkpoints.read_best(best_dir)["checkpoint"])
   lengths: Dict[str, List[np.ndarray]] = {}
   batches = dataset_lib.make_dataset(dataset_lib.InputConfig(
