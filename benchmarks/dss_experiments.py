@@ -38,8 +38,7 @@ seq2seq), at its initialization (the run's seed) and at its best valid checkpoin
 gradients of eq 7's two terms, seq2item and seq2seq, over `--gradient_batches`
 training batches (dropout on, as in training): per variable group (item table, SASRec
 encoder, disentanglement, all) their norms (the root of the batches' summed squares)
-and cosine. Run from the repository root
-when the run's data_dir is relative.
+and cosine. Run from the repository root when the run's data_dir is relative.
 
 Results: `--work_dir`/dss_EXPERIMENT.json; docs/dss.md.
 """
